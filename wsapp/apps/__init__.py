@@ -1,0 +1,1 @@
+"""Built-in apps, each a small :class:`wsapp.server.ServerProtocol` subclass."""

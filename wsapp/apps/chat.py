@@ -1,0 +1,26 @@
+"""
+Chat: ``{"action": "say", "text": "..."}`` reaches every other client as
+``{"type": "chat", "text": "..."}``; a request with an ``id`` is acknowledged to its sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..messages import Request, with_id
+from ..server import ServerProtocol
+
+__all__ = ["ChatProtocol"]
+
+
+class ChatProtocol(ServerProtocol):
+    """Relays each text to all other clients; option ``max_length`` bounds a text."""
+
+    default_options: ClassVar[Mapping[str, Any]] = {"max_length": 4000}
+
+    def action_say(self, request: Request) -> None:
+        text = request.text("text", max_length=self.factory.options["max_length"])
+        self.factory.broadcast({"type": "chat", "text": text}, exclude=self)
+        if request.id is not None:
+            self.send_event(with_id({"type": "sent"}, request.id))

@@ -1,0 +1,49 @@
+"""
+Exceptions raised by wsapp.
+
+All of them derive from :class:`WsappError`::
+
+    WsappError
+    ├── ConfigError        a configuration file or option is invalid
+    └── MessageError       a client message cannot be handled; sent back as an error event
+        └── StateError     a valid request that the state refuses (e.g. counter out of range)
+"""
+
+from __future__ import annotations
+
+
+class WsappError(Exception):
+    """Base class of every exception raised by wsapp."""
+
+
+class ConfigError(WsappError):
+    """
+    A configuration value is invalid.
+
+    ``source`` names the file (or ``"command line"``), ``key`` the dotted path of the
+    offending setting, so the message points at the exact line to fix.
+    """
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+        self.source = source
+        self.key = key
+        self.message = message
+
+
+class MessageError(WsappError):
+    """
+    A client message cannot be handled.
+
+    The server answers it with ``{"type": "error", "error": code, "detail": detail}``
+    to the sender only and keeps the connection open.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class StateError(MessageError):
+    """A well-formed request that the application state refuses."""

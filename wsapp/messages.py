@@ -1,0 +1,126 @@
+"""
+The JSON message layer: parse client requests and build server events.
+
+A request is a JSON object with an ``"action"`` and, optionally, an ``"id"`` that the
+server echoes in its reply. An event is a JSON object with a ``"type"``. This module does
+no I/O; :class:`MessageError` carries the error code sent back to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import MessageError
+
+__all__ = [
+    "BINARY_NOT_SUPPORTED",
+    "INTERNAL_ERROR",
+    "INVALID_ARGUMENT",
+    "INVALID_JSON",
+    "INVALID_REQUEST",
+    "INVALID_UTF8",
+    "OUT_OF_RANGE",
+    "UNKNOWN_ACTION",
+    "Request",
+    "encode",
+    "error_event",
+    "parse_request",
+]
+
+#: The error codes a client can receive in ``{"type": "error", "error": CODE}``.
+INVALID_UTF8 = "invalid-utf8"
+INVALID_JSON = "invalid-json"
+BINARY_NOT_SUPPORTED = "binary-not-supported"
+INVALID_REQUEST = "invalid-request"
+UNKNOWN_ACTION = "unknown-action"
+INVALID_ARGUMENT = "invalid-argument"
+OUT_OF_RANGE = "out-of-range"
+INTERNAL_ERROR = "internal-error"
+
+_ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+RequestId = str | int
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded client request."""
+
+    action: str
+    fields: Mapping[str, Any]
+    id: RequestId | None = None
+
+    def integer(self, name: str, *, low: int, high: int) -> int:
+        """Return field ``name`` as an integer within ``[low, high]``, or raise MessageError."""
+        value = self.fields.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MessageError(INVALID_ARGUMENT, f"{name!r} must be an integer")
+        if not low <= value <= high:
+            raise MessageError(INVALID_ARGUMENT, f"{name!r} must be between {low} and {high}")
+        return value
+
+    def text(self, name: str, *, max_length: int) -> str:
+        """Return field ``name`` as a string of at most ``max_length`` characters."""
+        value = self.fields.get(name)
+        if not isinstance(value, str):
+            raise MessageError(INVALID_ARGUMENT, f"{name!r} must be a string")
+        if len(value) > max_length:
+            raise MessageError(INVALID_ARGUMENT, f"{name!r} is longer than {max_length} characters")
+        return value
+
+
+def request_id(data: object) -> RequestId | None:
+    """Return the ``"id"`` of a decoded request if it is a string or an integer."""
+    if isinstance(data, Mapping):
+        value = data.get("id")
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def parse_request(payload: bytes, is_binary: bool) -> Request:
+    """
+    Decode one WebSocket message into a :class:`Request`.
+
+    Raises :class:`MessageError` with the code of the first problem found.
+    """
+    if is_binary:
+        raise MessageError(BINARY_NOT_SUPPORTED, "this app takes JSON text messages, not binary")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MessageError(INVALID_UTF8, "message is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise MessageError(INVALID_JSON, f"message is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise MessageError(INVALID_REQUEST, "a request must be a JSON object")
+    if "id" in data and request_id(data) is None:
+        raise MessageError(INVALID_REQUEST, "'id' must be a string or an integer")
+    action = data.get("action")
+    if not isinstance(action, str) or not _ACTION_NAME.fullmatch(action):
+        raise MessageError(INVALID_REQUEST, "a request needs an 'action' naming what to do")
+    return Request(action, data, request_id(data))
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    """Serialize an event as compact UTF-8 JSON."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def error_event(error: MessageError, request: RequestId | None = None) -> dict[str, Any]:
+    """Build the error event sent to the client whose message caused ``error``."""
+    event: dict[str, Any] = {"type": "error", "error": error.code, "detail": error.detail}
+    if request is not None:
+        event["id"] = request
+    return event
+
+
+def with_id(event: Mapping[str, Any], request: RequestId | None) -> Mapping[str, Any]:
+    """Return ``event`` carrying the request's id, if it had one."""
+    return event if request is None else {**event, "id": request}

@@ -1,0 +1,178 @@
+"""
+The server side: a base protocol that apps subclass, and the factory shared by one app.
+
+A :class:`ServerProtocol` turns frames into calls: a JSON text message
+``{"action": "plus"}`` calls ``action_plus(request)``. Bad input is answered with an error
+event to the sender only; the connection stays open. The :class:`ServerFactory` holds what
+the connections of one app share: the registry of open connections, the counter, the app's
+options, and :meth:`~ServerFactory.broadcast`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .compression import apply_level, server_accept
+from .config import AppConfig, CompressionConfig
+from .exceptions import MessageError
+from .messages import (
+    INTERNAL_ERROR,
+    UNKNOWN_ACTION,
+    Request,
+    RequestId,
+    encode,
+    error_event,
+    parse_request,
+    with_id,
+)
+from .state import Counter, Registry
+
+__all__ = ["ServerFactory", "ServerProtocol"]
+
+log = Logger()
+
+
+class ServerProtocol(WebSocketServerProtocol):
+    """
+    Base class of wsapp server apps: JSON requests in, JSON events out.
+
+    Lifecycle, each step extensible by overriding and calling ``super()``:
+
+    - ``onConnect(request)``: picks a subprotocol from :attr:`subprotocols`; raise
+      :class:`autobahn.websocket.types.ConnectionDeny` to refuse with an HTTP status.
+    - ``onOpen()``: the connection joins ``factory.registry``.
+    - ``onMessage(payload, isBinary)``: decodes a request and calls ``action_<name>``.
+    - ``onClose(wasClean, code, reason)``: the connection leaves the registry, also when
+      the peer vanished without a close frame; :meth:`onLeave` runs if it had joined.
+    """
+
+    factory: ServerFactory
+    #: Subprotocols this app speaks, most preferred first.
+    subprotocols: ClassVar[tuple[str, ...]] = ()
+    #: The app's options and their defaults; ``apps.<path>.options`` in config overrides them.
+    default_options: ClassVar[Mapping[str, Any]] = {}
+    #: The factory class serving this protocol.
+    factory_class: ClassVar[type[ServerFactory]]
+    #: True: invalid UTF-8 in a text frame fails the connection (1007), as RFC 6455 asks.
+    #: False: the whole message reaches :meth:`onMessage`, which answers ``invalid-utf8``.
+    validate_utf8: ClassVar[bool] = False
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise :class:`ValueError` if ``options`` (typed like the defaults) are unusable."""
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        for name in self.subprotocols:
+            if name in request.protocols:
+                return name
+        return None
+
+    def onOpen(self) -> None:
+        apply_level(self, self.factory.compression.level)
+        self.factory.registry.add(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        request_id: RequestId | None = None
+        try:
+            request = parse_request(payload, isBinary)
+            request_id = request.id
+            handler = getattr(self, f"action_{request.action}", None)
+            if not callable(handler):
+                raise MessageError(UNKNOWN_ACTION, f"unknown action {request.action!r}")
+            handler(request)
+        except MessageError as error:
+            self.send_event(error_event(error, request_id))
+        except Exception:
+            log.failure("{peer}: request failed", peer=self.peer)
+            failed = MessageError(INTERNAL_ERROR, "the server failed to handle this request")
+            self.send_event(error_event(failed, request_id))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.factory.registry.discard(self):
+            self.onLeave()
+
+    def onLeave(self) -> None:
+        """Called once when a connection that had opened has left the registry."""
+
+    def send_event(self, event: Mapping[str, Any]) -> None:
+        """Send one event to this client; nothing happens once the connection is closing."""
+        if self.state == self.STATE_OPEN:
+            payload = encode(event)
+            self.sendMessage(
+                payload, doNotCompress=len(payload) < self.factory.compression.min_size
+            )
+
+    def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
+        """Broadcast ``event`` to the app; the copy for ``request``'s sender carries its id."""
+        if request is None or request.id is None:
+            self.factory.broadcast(event)
+        else:
+            self.factory.broadcast(event, exclude=self)
+            self.send_event(with_id(event, request.id))
+
+
+class ServerFactory(WebSocketServerFactory):
+    """
+    Serves one mounted app and holds the state its connections share.
+
+    ``options`` must already be checked against ``protocol.default_options``
+    (:func:`wsapp.config.resolve_options` does it for config files).
+    """
+
+    protocol: type[ServerProtocol]  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        protocol: type[ServerProtocol],
+        *,
+        app: AppConfig | None = None,
+        options: Mapping[str, Any] | None = None,
+        compression: CompressionConfig | None = None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(reactor=reactor)
+        app = app or AppConfig(f"{protocol.__module__}:{protocol.__qualname__}")
+        self.protocol = protocol
+        self.options: Mapping[str, Any] = {**protocol.default_options, **(options or {})}
+        self.compression = compression or CompressionConfig()
+        self.registry: Registry[ServerProtocol] = Registry()
+        self.counter = Counter()
+        self.setProtocolOptions(
+            maxMessagePayloadSize=app.max_message_size,
+            maxFramePayloadSize=app.max_frame_size,
+            utf8validateIncoming=protocol.validate_utf8,
+            allowNullOrigin=True,
+        )
+        if self.compression.enabled:
+            self.setProtocolOptions(
+                perMessageCompressionAccept=server_accept(self.compression), allowNullOrigin=True
+            )
+
+    def broadcast(self, event: Mapping[str, Any], *, exclude: ServerProtocol | None = None) -> int:
+        """
+        Send ``event`` to every open connection of this app; return how many got it.
+
+        The event is encoded and framed once. Below ``compression.min_size`` bytes it goes
+        out uncompressed on every connection; larger events are compressed per connection
+        where deflate was negotiated. Sending only queues bytes in each transport: this
+        does no flow control.
+        """
+        payload = encode(event)
+        prepared = self.prepareMessage(
+            payload, doNotCompress=len(payload) < self.compression.min_size
+        )
+        sent = 0
+        for connection in self.registry:
+            if connection is not exclude and connection.state == connection.STATE_OPEN:
+                connection.sendPreparedMessage(prepared)
+                sent += 1
+        return sent
+
+
+ServerProtocol.factory_class = ServerFactory

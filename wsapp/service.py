@@ -1,0 +1,116 @@
+"""
+Build the running server from a :class:`~wsapp.config.Config`.
+
+One Twisted web :class:`~twisted.web.server.Site` on one endpoint serves every mounted
+app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, cast
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.tcp import Port
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+
+from .config import Config, resolve_options
+from .exceptions import ConfigError
+from .server import ServerFactory, ServerProtocol
+
+__all__ = ["ServerService", "build_site", "load_protocol"]
+
+log = Logger()
+
+
+def load_protocol(import_path: str, source: str, key: str) -> type[ServerProtocol]:
+    """Import ``"module:Class"`` and check that it is a :class:`ServerProtocol` subclass."""
+    module_name, _, class_name = import_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise ConfigError(source, key, f"cannot import {module_name!r}: {error}") from None
+    protocol = getattr(module, class_name, None)
+    if not (isinstance(protocol, type) and issubclass(protocol, ServerProtocol)):
+        raise ConfigError(
+            source, key, f"{import_path!r} is not a subclass of wsapp.server.ServerProtocol"
+        )
+    return protocol
+
+
+def build_site(
+    config: Config, *, source: str = "config", reactor: Any = None
+) -> tuple[Site, dict[str, ServerFactory]]:
+    """Return the web site serving ``config``'s apps and each app's factory by path."""
+    root = Resource()
+    factories = {}
+    for path, app in config.apps.items():
+        key = f"apps.{path}"
+        protocol = load_protocol(app.protocol, source, f"{key}.protocol")
+        options = resolve_options(protocol.default_options, app.options, source, f"{key}.options")
+        try:
+            protocol.check_options(options)
+        except ValueError as error:
+            raise ConfigError(source, f"{key}.options", str(error)) from None
+        factory = protocol.factory_class(
+            protocol, app=app, options=options, compression=config.compression, reactor=reactor
+        )
+        _mount(root, path, WebSocketResource(factory))
+        factories[path] = factory
+    return Site(root), factories
+
+
+def _mount(root: Resource, path: str, resource: Any) -> None:
+    *parents, leaf = path.strip("/").encode().split(b"/")
+    for name in parents:
+        child = root.children.get(name)
+        if child is None:
+            child = Resource()
+            root.putChild(name, cast(IResource, child))
+        root = child
+    root.putChild(leaf, resource)
+
+
+class ServerService(MultiService):
+    """The whole server as a Twisted service: the site listening on ``config.port``."""
+
+    def __init__(self, config: Config, *, source: str = "config", reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.site, self.factories = build_site(config, source=source, reactor=reactor)
+        try:
+            endpoint = serverFromString(reactor, config.port)
+        except Exception as error:
+            raise ConfigError(
+                source, "port", f"invalid endpoint {config.port!r}: {error}"
+            ) from None
+        #: The listening port, once the service has started.
+        self.port: Port | None = None
+        self.listener = StreamServerEndpointService(endpoint, self.site)
+        self.listener._raiseSynchronously = True
+        self.listener.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        waiting = self.listener._waitingForPort
+        if waiting is not None:
+            waiting.addCallback(self._listening)
+
+    def _listening(self, port: Port) -> Port:
+        self.port = port
+        address = port.getHost()
+        scheme = "https" if self.config.port.startswith("ssl:") else "http"
+        host = "127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host
+        log.info(
+            "wsapp serving {url} (apps: {apps})",
+            url=f"{scheme}://{host}:{address.port}/",
+            apps=", ".join(self.factories),
+        )
+        return port

@@ -1,0 +1,85 @@
+"""
+``twistd wsapp``: command-line options over ``config.yaml``, and the service they build.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from . import config
+from .exceptions import ConfigError
+from .service import ServerService
+
+__all__ = ["Options", "makeService"]
+
+DEFAULT_CONFIG_FILE = "config.yaml"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve WebSocket apps (counter, echo, chat, clock, or your own) on one port. "
+        "Settings come from the configuration file; options given here override it."
+    )
+    optParameters = [
+        [
+            "config",
+            "c",
+            None,
+            "YAML configuration file [default: ./config.yaml if it exists, else built-in defaults]",
+        ],
+        [
+            "port",
+            "p",
+            None,
+            "Port number or Twisted endpoint string to listen on, e.g. 8000, "
+            "tcp:8000:interface=127.0.0.1 or ssl:8443:privateKey=key.pem:certKey=cert.pem "
+            "[default: the config's port, tcp:8000]",
+        ],
+        ["compression-level", None, None, "zlib level of permessage-deflate, 1 to 9", int],
+    ]
+    optFlags = [["no-compression", None, "Do not accept permessage-deflate"]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["mounts"] = []
+
+    def opt_mount(self, mount: str) -> None:
+        """Mount an app: PATH=package.module:ProtocolClass (repeatable; replaces that path)"""
+        path, equals, protocol = mount.partition("=")
+        if not equals:
+            raise usage.UsageError(f"--mount takes PATH=package.module:Class, got {mount!r}")
+        self["mounts"].append((path, protocol))
+
+    def postOptions(self) -> None:
+        overrides: dict[str, Any] = {}
+        if self["port"] is not None:
+            overrides["port"] = self["port"]
+        if self["mounts"]:
+            overrides["apps"] = dict(self["mounts"])
+        if self["no-compression"]:
+            overrides.setdefault("compression", {})["enabled"] = False
+        if self["compression-level"] is not None:
+            overrides.setdefault("compression", {})["level"] = self["compression-level"]
+        path = self["config"]
+        if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
+            path = DEFAULT_CONFIG_FILE
+        try:
+            config.from_mapping(overrides, "command line")
+            data = config.read(path) if path is not None else {}
+            self["source"] = path or "built-in defaults"
+            self["wsapp"] = config.from_mapping(config.merge(data, overrides), self["source"])
+        except ConfigError as error:
+            raise SystemExit(f"twistd wsapp: {error}") from None
+
+
+def makeService(options: Options) -> MultiService:
+    """Build the server from parsed options; a bad app or endpoint exits with one line."""
+    try:
+        return ServerService(options["wsapp"], source=options["source"])
+    except ConfigError as error:
+        raise SystemExit(f"twistd wsapp: {error}") from None
