@@ -8,6 +8,7 @@ app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
@@ -91,19 +92,12 @@ class ServerService(MultiService):
             raise ConfigError(
                 source, "port", f"invalid endpoint {config.port!r}: {error}"
             ) from None
+        self.listener = _ListeningService(endpoint, self.site, self._listening)
+        self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
-        self.listener = StreamServerEndpointService(endpoint, self.site)
-        self.listener._raiseSynchronously = True
-        self.listener.setServiceParent(self)
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        waiting = self.listener._waitingForPort
-        if waiting is not None:
-            waiting.addCallback(self._listening)
-
-    def _listening(self, port: Port) -> Port:
+    def _listening(self, port: Port) -> None:
         self.port = port
         address = port.getHost()
         scheme = "https" if self.config.port.startswith("ssl:") else "http"
@@ -113,4 +107,21 @@ class ServerService(MultiService):
             url=f"{scheme}://{host}:{address.port}/",
             apps=", ".join(self.factories),
         )
+
+
+class _ListeningService(StreamServerEndpointService):
+    """Listens like strports' service; a failure to listen stops ``twistd`` at startup."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: Any, site: Site, listening: Callable[[Port], None]) -> None:
+        super().__init__(endpoint, site)
+        self._on_listening = listening
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: Port) -> Port:
+        self._on_listening(port)
         return port

@@ -1,0 +1,200 @@
+"""
+Shared fixtures: servers on 127.0.0.1 port 0, wsapp and third-party clients, twistd.
+
+Tests run on Twisted's asyncio reactor (``--reactor=asyncio``), so a Twisted test can
+await the asyncio ``websockets`` client through :func:`aio`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.websocket import connectWS
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+
+from wsapp.client import ClientFactory, ClientProtocol
+from wsapp.config import Config
+from wsapp.service import ServerService
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Where tests leave reports and screenshots; printed at the end of the run.
+OUTPUT = Path(os.environ.get("WSAPP_TEST_OUTPUT", ROOT / "test-output"))
+BIN = Path(sys.executable).parent
+
+
+def the_reactor() -> Any:
+    """The reactor pytest-twisted installed (imported late so it can install it first)."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def aio(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
+    """Run an asyncio coroutine on the reactor's loop and return its result as a Deferred."""
+    return Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.sleep(seconds)))
+
+
+class Server:
+    """A running wsapp server on 127.0.0.1 with a random port."""
+
+    def __init__(self, service: ServerService) -> None:
+        self.service = service
+        assert service.port is not None
+        self.port = service.port.getHost().port
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def factory(self, path: str) -> Any:
+        return self.service.factories[path]
+
+
+@pytest.fixture
+def start_server() -> Iterator[Any]:
+    """Start a server for a :class:`Config` (port forced to loopback 0); stopped after the test."""
+    services: list[ServerService] = []
+
+    def start(config: Config | None = None) -> Server:
+        config = replace(config or Config(), port="tcp:0:interface=127.0.0.1")
+        service = ServerService(config, source="test", reactor=the_reactor())
+        service.startService()
+        services.append(service)
+        return Server(service)
+
+    yield start
+    for service in services:
+        for factory in service.factories.values():
+            for connection in factory.registry:
+                connection.dropConnection(abort=True)
+        pytest_twisted.blockon(defer.maybeDeferred(service.stopService))
+
+
+@pytest.fixture
+def server(start_server: Any) -> Server:
+    """A server with the default configuration."""
+    return start_server()  # type: ignore[no-any-return]
+
+
+class RecordingClient(ClientProtocol):
+    """A wsapp client that queues every JSON event it receives."""
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        self.events: defer.DeferredQueue[dict[str, Any]] = defer.DeferredQueue()
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        import json
+
+        self.events.put(json.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"closed: {code} {reason}"))
+        self.factory.closed.callback((wasClean, code, reason))
+
+    async def next_event(self, timeout: float = 5) -> dict[str, Any]:
+        """Return the next event, failing the test after ``timeout`` seconds."""
+        waiting = self.events.get()
+        waiting.addTimeout(timeout, the_reactor())
+        return await waiting  # type: ignore[no-any-return]
+
+    async def next_of(self, kind: str, timeout: float = 5) -> dict[str, Any]:
+        """Return the next event of type ``kind``, skipping others."""
+        while True:
+            event = await self.next_event(timeout)
+            if event["type"] == kind:
+                return event
+
+
+async def connect(
+    url: str, protocol: type[ClientProtocol] = RecordingClient, **options: Any
+) -> Any:
+    """Connect a wsapp client and wait until it is open."""
+    factory = ClientFactory(url, protocol, reactor=the_reactor(), **options)
+    factory.opened = Deferred()
+    factory.closed = Deferred()
+    connectWS(factory)
+    opened = factory.opened
+    opened.addTimeout(5, the_reactor())
+    return await opened
+
+
+class Twistd:
+    """A ``twistd -n wsapp`` subprocess of the installed package, run outside the source tree."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.log = cwd / "twistd.out"
+        self.process = subprocess.Popen(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "wsapp", *args],
+            cwd=cwd,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(r"wsapp serving https?://[\d.]+:(\d+)/", self.output())
+            if found:
+                return int(found.group(1))
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"twistd exited with {self.process.returncode}:\n{self.output()}"
+                )
+            time.sleep(0.05)
+        self.process.kill()
+        raise RuntimeError(f"twistd did not start listening:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self, timeout: float = 10) -> int:
+        """Send SIGTERM and return the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+@pytest.fixture
+def twistd(tmp_path: Path) -> Iterator[Any]:
+    """Start ``twistd -n wsapp ARGS`` in a temporary folder; killed after the test."""
+    started: list[Twistd] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Twistd:
+        process = Twistd(list(args), tmp_path, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
