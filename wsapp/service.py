@@ -120,7 +120,8 @@ class _ListeningService(StreamServerEndpointService):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._waitingForPort.addCallback(self._listening)
+        if self._waitingForPort is not None:
+            self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: Port) -> Port:
         self._on_listening(port)
