@@ -23,22 +23,31 @@ from .exceptions import ConfigError
 
 __all__ = [
     "AppConfig",
+    "AuthConfig",
     "CompressionConfig",
     "Config",
+    "LimitsConfig",
+    "ShutdownConfig",
+    "TlsConfig",
     "endpoint_description",
     "from_mapping",
     "load",
     "merge",
     "read",
     "resolve_options",
+    "server_endpoint",
 ]
 
 MiB = 1 << 20
 T = TypeVar("T")
 
 
-def _bounded(default: int, low: int, high: int) -> Any:
+def _bounded(default: float, low: float, high: float) -> Any:
     return field(default=default, metadata={"range": (low, high)})
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": (default, *choices)})
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class AppConfig:
     max_message_size: int = _bounded(64 * 1024, 1, 1 << 31)
     #: Largest single frame accepted (bytes).
     max_frame_size: int = _bounded(64 * 1024, 1, 1 << 31)
+    #: Most open connections of this app; 0: only ``limits.max_connections`` applies.
+    max_connections: int = _bounded(0, 0, 1 << 31)
     #: Options of the protocol class, checked against its ``default_options``.
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -87,6 +98,62 @@ def _default_apps() -> dict[str, AppConfig]:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Limits that keep one client from harming the others; see README "Limits and security"."""
+
+    #: Most open WebSocket connections of the whole server (HTTP 503 beyond).
+    max_connections: int = _bounded(10_000, 1, 1 << 31)
+    #: Most open WebSocket connections from one client address (HTTP 429 beyond).
+    max_connections_per_address: int = _bounded(256, 1, 1 << 31)
+    #: Requests a connection may send per second, on average (0: no rate limit).
+    rate: float = _bounded(100.0, 0.0, 1e9)
+    #: Requests a connection may send at once before the rate applies.
+    burst: int = _bounded(200, 1, 1 << 31)
+    #: Requests refused beyond the rate before the connection is closed with 1008.
+    abuse_limit: int = _bounded(200, 1, 1 << 31)
+    #: Bytes queued to one client beyond which it counts as a slow consumer.
+    high_water_mark: int = _bounded(256 * 1024, 1024, 1 << 31)
+    #: What a slow consumer gets: ``coalesce`` keeps only the latest event of each type the
+    #: app marks coalescible (``state``, ``users``, ``time``) until it drains, and closes
+    #: with 1008 on any other event; ``close`` closes with 1008 at once.
+    slow_consumer: str = _choice("coalesce", "close")
+    #: Seconds a client has to send a complete opening handshake.
+    open_handshake_timeout: float = _bounded(10.0, 0.01, 3600.0)
+    #: Seconds to wait for the peer's close frame (and TCP close) after sending ours.
+    close_handshake_timeout: float = _bounded(5.0, 0.01, 3600.0)
+    #: Seconds between pings on a quiet connection (0: no pings).
+    auto_ping_interval: float = _bounded(30.0, 0.0, 86400.0)
+    #: Seconds to wait for the pong before dropping the connection.
+    auto_ping_timeout: float = _bounded(10.0, 0.01, 86400.0)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for a ``tcp:`` port: set both files to serve ``wss://`` and ``https://``."""
+
+    #: PEM file with the certificate (and any intermediate certificates after it).
+    certificate: str = ""
+    #: PEM file with the private key.
+    private_key: str = ""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Token check at the opening handshake (``?token=`` or ``Authorization: Bearer``)."""
+
+    #: Accepted tokens; empty: no check (unless a protocol overrides ``authorize``).
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    """What SIGTERM (or stopping the service) does."""
+
+    #: Seconds clients get to answer the close (1001 going away) before they are dropped.
+    grace_period: float = _bounded(5.0, 0.0, 3600.0)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration; every field has a production default."""
 
@@ -94,6 +161,13 @@ class Config:
     port: str = "tcp:8000"
     apps: Mapping[str, AppConfig] = field(default_factory=_default_apps)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    #: Browser origins allowed to connect, e.g. ``https://example.com`` or
+    #: ``https://*.example.com``; empty: any. Clients sending no Origin are always allowed.
+    origins: tuple[str, ...] = ()
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
 
 _PORT_NUMBER = re.compile(r"\d+")
@@ -116,6 +190,22 @@ def endpoint_description(port: str | int) -> str:
     if ":" not in text:
         raise ValueError(f"{text!r} is neither a port number nor an endpoint string like tcp:8000")
     return text
+
+
+def server_endpoint(config: Config) -> str:
+    """
+    Return the endpoint string to listen on: ``config.port``, or its ``ssl:`` form when
+    ``config.tls`` names a certificate and key and the port is a ``tcp:`` endpoint.
+    """
+    tls = config.tls
+    if not (tls.certificate and config.port.startswith("tcp:")):
+        return config.port
+    files = f"certKey={_quote(tls.certificate)}:privateKey={_quote(tls.private_key)}"
+    return f"ssl:{config.port[len('tcp:') :]}:{files}"
+
+
+def _quote(argument: str) -> str:
+    return argument.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -198,6 +288,9 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             raise ConfigError(
                 source, key, f"must be between {low_high[0]} and {low_high[1]}, got {value}"
             )
+        choices = fields[name].metadata.get("choices")
+        if choices and values[name] not in choices:
+            raise ConfigError(source, key, f"must be one of: {', '.join(choices)}; got {value!r}")
     missing = [
         f.name for f in fields.values() if f.default is f.default_factory is dataclasses.MISSING
     ]
@@ -206,12 +299,26 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             raise ConfigError(
                 source, f"{prefix}.{name}" if prefix else name, "required key is missing"
             )
+    if cls is TlsConfig:
+        _check_tls(values, source, prefix)
     return cls(**values)
+
+
+def _check_tls(values: Mapping[str, Any], source: str, prefix: str) -> None:
+    if bool(values.get("certificate")) != bool(values.get("private_key")):
+        raise ConfigError(source, prefix, "set both certificate and private_key, or neither")
+    for name in ("certificate", "private_key"):
+        if values.get(name) and not os.path.isfile(values[name]):
+            raise ConfigError(source, f"{prefix}.{name}", f"no such file: {values[name]}")
 
 
 def _convert(hint: Any, value: object, source: str, key: str) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, source, key)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(source, key, f"expected a list of strings, got {_type_name(value)}")
+        return tuple(value)
     if typing.get_origin(hint) is Mapping or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(source, key, f"expected a mapping, got {_type_name(value)}")

@@ -24,6 +24,7 @@ __all__ = [
     "INVALID_REQUEST",
     "INVALID_UTF8",
     "OUT_OF_RANGE",
+    "RATE_LIMITED",
     "UNKNOWN_ACTION",
     "Request",
     "encode",
@@ -40,6 +41,7 @@ UNKNOWN_ACTION = "unknown-action"
 INVALID_ARGUMENT = "invalid-argument"
 OUT_OF_RANGE = "out-of-range"
 INTERNAL_ERROR = "internal-error"
+RATE_LIMITED = "rate-limited"
 
 _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

@@ -5,7 +5,8 @@ A :class:`ServerProtocol` turns frames into calls: a JSON text message
 ``{"action": "plus"}`` calls ``action_plus(request)``. Bad input is answered with an error
 event to the sender only; the connection stays open. The :class:`ServerFactory` holds what
 the connections of one app share: the registry of open connections, the counter, the app's
-options, and :meth:`~ServerFactory.broadcast`.
+options, and :meth:`~ServerFactory.broadcast`. Its :class:`~wsapp.guard.Guard` checks each
+handshake and sets the limits every connection applies (README: "Limits and security").
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from twisted.logger import Logger
 from .compression import apply_level, server_accept
 from .config import AppConfig, CompressionConfig
 from .exceptions import MessageError
+from .guard import POLICY_VIOLATION, Guard, SendGate
+from .limits import TokenBucket
 from .messages import (
     INTERNAL_ERROR,
+    RATE_LIMITED,
     UNKNOWN_ACTION,
     Request,
     RequestId,
@@ -44,10 +48,12 @@ class ServerProtocol(WebSocketServerProtocol):
 
     Lifecycle, each step extensible by overriding and calling ``super()``:
 
-    - ``onConnect(request)``: picks a subprotocol from :attr:`subprotocols`; raise
+    - ``onConnect(request)``: checks origin, token (:meth:`authorize`) and connection limits,
+      then picks a subprotocol from :attr:`subprotocols`; raise
       :class:`autobahn.websocket.types.ConnectionDeny` to refuse with an HTTP status.
     - ``onOpen()``: the connection joins ``factory.registry``.
-    - ``onMessage(payload, isBinary)``: decodes a request and calls ``action_<name>``.
+    - ``onMessage(payload, isBinary)``: applies the rate limit, decodes a request and calls
+      ``action_<name>``.
     - ``onClose(wasClean, code, reason)``: the connection leaves the registry, also when
       the peer vanished without a close frame; :meth:`onLeave` runs if it had joined.
     """
@@ -62,12 +68,28 @@ class ServerProtocol(WebSocketServerProtocol):
     #: True: invalid UTF-8 in a text frame fails the connection (1007), as RFC 6455 asks.
     #: False: the whole message reaches :meth:`onMessage`, which answers ``invalid-utf8``.
     validate_utf8: ClassVar[bool] = False
+    #: Event types of which a slow consumer only needs the latest (see :class:`SendGate`).
+    coalescible_events: ClassVar[frozenset[str]] = frozenset({"state", "users", "time"})
+    _admitted = False
+    _bucket: TokenBucket | None = None
+    gate: SendGate | None = None
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise :class:`ValueError` if ``options`` (typed like the defaults) are unusable."""
 
+    def authorize(self, request: ConnectionRequest, token: str | None) -> bool:
+        """
+        Return whether this handshake may proceed; ``token`` comes from ``?token=`` or
+        ``Authorization: Bearer``. By default: any request when ``auth.tokens`` is empty,
+        else one with a configured token. Override for your own check; refusal answers
+        401 without a token and 403 with one.
+        """
+        return self.factory.guard.token_valid(token)
+
     def onConnect(self, request: ConnectionRequest) -> str | None:
+        self.factory.guard.admit(self, request)
+        self._admitted = True
         for name in self.subprotocols:
             if name in request.protocols:
                 return name
@@ -75,9 +97,19 @@ class ServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         apply_level(self, self.factory.compression.level)
+        limits = self.factory.guard.limits
+        if limits.rate:
+            self._bucket = TokenBucket(limits.rate, limits.burst, self.factory.reactor.seconds())
+        if hasattr(self.transport, "registerProducer"):
+            self.gate = SendGate(self, limits.slow_consumer, self.coalescible_events)
+            self.gate.attach(limits.high_water_mark)
         self.factory.registry.add(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        bucket = self._bucket
+        if bucket is not None and not bucket.take(self.factory.reactor.seconds()):
+            self.rate_limited(bucket)
+            return
         request_id: RequestId | None = None
         try:
             request = parse_request(payload, isBinary)
@@ -93,7 +125,25 @@ class ServerProtocol(WebSocketServerProtocol):
             failed = MessageError(INTERNAL_ERROR, "the server failed to handle this request")
             self.send_event(error_event(failed, request_id))
 
+    def rate_limited(self, bucket: TokenBucket) -> None:
+        """Refuse a request over the rate; close with 1008 once the debt passes the limit."""
+        if bucket.debt > self.factory.guard.limits.abuse_limit:
+            if self.state == self.STATE_OPEN:
+                log.warn("{peer}: closed for exceeding the request rate", peer=self.peer)
+                self.sendClose(POLICY_VIOLATION, "request rate exceeded")
+            return
+        self.send_event(
+            error_event(MessageError(RATE_LIMITED, "too many requests; slow down"), None)
+        )
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.wasMaxMessagePayloadSizeExceeded or self.wasMaxFramePayloadSizeExceeded:
+            log.warn("{peer}: closed with 1009: message too big", peer=self.peer)
+        if self._admitted:
+            self._admitted = False
+            self.factory.guard.release(self)
+        if self.gate is not None:
+            self.gate.stopProducing()
         if self.factory.registry.discard(self):
             self.onLeave()
 
@@ -104,9 +154,12 @@ class ServerProtocol(WebSocketServerProtocol):
         """Send one event to this client; nothing happens once the connection is closing."""
         if self.state == self.STATE_OPEN:
             payload = encode(event)
-            self.sendMessage(
-                payload, doNotCompress=len(payload) < self.factory.compression.min_size
-            )
+            small = len(payload) < self.factory.compression.min_size
+            if self.gate is not None and self.gate.paused:
+                prepared = self.factory.prepareMessage(payload, doNotCompress=small)
+                self.gate.hold(event.get("type"), prepared)
+            else:
+                self.sendMessage(payload, doNotCompress=small)
 
     def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
         """Broadcast ``event`` to the app; the copy for ``request``'s sender carries its id."""
@@ -134,6 +187,7 @@ class ServerFactory(WebSocketServerFactory):
         app: AppConfig | None = None,
         options: Mapping[str, Any] | None = None,
         compression: CompressionConfig | None = None,
+        guard: Guard | None = None,
         reactor: IReactorTime | None = None,
     ) -> None:
         super().__init__(reactor=reactor)
@@ -143,10 +197,17 @@ class ServerFactory(WebSocketServerFactory):
         self.compression = compression or CompressionConfig()
         self.registry: Registry[ServerProtocol] = Registry()
         self.counter = Counter()
+        self.guard = guard or Guard(app_limit=app.max_connections)
+        limits = self.guard.limits
+        # maxMessagePayloadSize also bounds inflation: autobahn stops decompressing there.
         self.setProtocolOptions(
             maxMessagePayloadSize=app.max_message_size,
             maxFramePayloadSize=app.max_frame_size,
             utf8validateIncoming=protocol.validate_utf8,
+            openHandshakeTimeout=limits.open_handshake_timeout,
+            closeHandshakeTimeout=limits.close_handshake_timeout,
+            autoPingInterval=limits.auto_ping_interval,
+            autoPingTimeout=limits.auto_ping_timeout,
             allowNullOrigin=True,
         )
         if self.compression.enabled:
@@ -160,17 +221,22 @@ class ServerFactory(WebSocketServerFactory):
 
         The event is encoded and framed once. Below ``compression.min_size`` bytes it goes
         out uncompressed on every connection; larger events are compressed per connection
-        where deflate was negotiated. Sending only queues bytes in each transport: this
-        does no flow control.
+        where deflate was negotiated. A slow consumer (past ``limits.high_water_mark``)
+        gets the event through its :class:`~wsapp.guard.SendGate` instead.
         """
         payload = encode(event)
         prepared = self.prepareMessage(
             payload, doNotCompress=len(payload) < self.compression.min_size
         )
+        kind = event.get("type")
         sent = 0
         for connection in self.registry:
             if connection is not exclude and connection.state == connection.STATE_OPEN:
-                connection.sendPreparedMessage(prepared)
+                gate = connection.gate
+                if gate is not None and gate.paused:
+                    gate.hold(kind, prepared)
+                else:
+                    connection.sendPreparedMessage(prepared)
                 sent += 1
         return sent
 

@@ -14,15 +14,19 @@ from typing import Any, cast
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
-from .config import Config, resolve_options
+from .config import Config, resolve_options, server_endpoint
 from .exceptions import ConfigError
+from .guard import Guard, HandshakeSite
+from .limits import ConnectionLimiter
 from .server import ServerFactory, ServerProtocol
+from .shutdown import ShutdownHook, close_all
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
 
@@ -50,6 +54,9 @@ def build_site(
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     root = Resource()
     factories = {}
+    limiter = ConnectionLimiter(
+        config.limits.max_connections, config.limits.max_connections_per_address
+    )
     for path, app in config.apps.items():
         key = f"apps.{path}"
         protocol = load_protocol(app.protocol, source, f"{key}.protocol")
@@ -58,12 +65,19 @@ def build_site(
             protocol.check_options(options)
         except ValueError as error:
             raise ConfigError(source, f"{key}.options", str(error)) from None
+        guard = Guard(config, app=path, app_limit=app.max_connections, limiter=limiter)
         factory = protocol.factory_class(
-            protocol, app=app, options=options, compression=config.compression, reactor=reactor
+            protocol,
+            app=app,
+            options=options,
+            compression=config.compression,
+            guard=guard,
+            reactor=reactor,
         )
         _mount(root, path, WebSocketResource(factory))
         factories[path] = factory
-    return Site(root), factories
+    site = HandshakeSite(root, deadline=config.limits.open_handshake_timeout, reactor=reactor)
+    return site, factories
 
 
 def _mount(root: Resource, path: str, resource: Any) -> None:
@@ -78,29 +92,58 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
 
 
 class ServerService(MultiService):
-    """The whole server as a Twisted service: the site listening on ``config.port``."""
+    """
+    The whole server as a Twisted service: the site listening on ``config.port``.
+
+    Stopping it (SIGTERM under ``twistd``) stops accepting, closes every WebSocket with
+    1001 (going away), waits up to ``shutdown.grace_period`` seconds for the clients, then
+    runs the hooks of :meth:`add_shutdown_hook` (to persist state, say) in order.
+    """
 
     def __init__(self, config: Config, *, source: str = "config", reactor: Any = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        self.reactor = reactor
+        #: True once stopping has begun.
+        self.shutting_down = False
+        self.shutdown_hooks: list[ShutdownHook] = []
         self.site, self.factories = build_site(config, source=source, reactor=reactor)
+        description = server_endpoint(config)
         try:
-            endpoint = serverFromString(reactor, config.port)
+            endpoint = serverFromString(reactor, description)
         except Exception as error:
             raise ConfigError(
-                source, "port", f"invalid endpoint {config.port!r}: {error}"
+                source, "port", f"invalid endpoint {description!r}: {error}"
             ) from None
         self.listener = _ListeningService(endpoint, self.site, self._listening)
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
 
+    def add_shutdown_hook(self, hook: ShutdownHook) -> None:
+        """Call ``hook()`` (it may return a Deferred or awaitable) when the server stops."""
+        self.shutdown_hooks.append(hook)
+
+    def stopService(self) -> Deferred[None]:
+        self.shutting_down = True
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await maybeDeferred(self.listener.stopService)
+        await close_all(self.factories.values(), self.config.shutdown.grace_period, self.reactor)
+        for hook in self.shutdown_hooks:
+            try:
+                await maybeDeferred(hook)
+            except Exception:
+                log.failure("shutdown hook {hook!r} failed", hook=hook)
+        await maybeDeferred(super().stopService)
+
     def _listening(self, port: Port) -> None:
         self.port = port
         address = port.getHost()
-        scheme = "https" if self.config.port.startswith("ssl:") else "http"
+        scheme = "https" if server_endpoint(self.config).startswith("ssl:") else "http"
         host = "127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host
         log.info(
             "wsapp serving {url} (apps: {apps})",

@@ -1,0 +1,207 @@
+"""
+What keeps a public endpoint serving: handshake checks, slow-consumer handling, deadlines.
+
+- :class:`Guard` decides at the opening handshake (origin, token, connection limits), before
+  any state changes, and holds the limits each connection of an app applies.
+- :class:`SendGate` is the streaming producer a connection registers with its transport:
+  Twisted pauses it when the bytes queued to the client pass the high-water mark, and
+  resumes it once they are written.
+- :class:`HandshakeSite` drops connections that have not sent a complete request within the
+  opening-handshake timeout (slowloris).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterable
+from fnmatch import translate
+from typing import TYPE_CHECKING, Any
+
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from .config import Config, LimitsConfig
+from .limits import ConnectionLimiter
+
+if TYPE_CHECKING:
+    from .server import ServerProtocol
+
+__all__ = ["Guard", "HandshakeSite", "SendGate", "bearer_token", "socket_transport"]
+
+log = Logger()
+
+#: WebSocket close code for a policy violation (rate abuse, slow consumer).
+POLICY_VIOLATION = 1008
+
+
+class Guard:
+    """The limits, origins and tokens one app's connections are checked against."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        app: str = "",
+        app_limit: int = 0,
+        limiter: ConnectionLimiter | None = None,
+    ) -> None:
+        config = config or Config()
+        self.limits: LimitsConfig = config.limits
+        self.app = app
+        self.app_limit = app_limit
+        self.limiter = limiter or ConnectionLimiter(
+            self.limits.max_connections, self.limits.max_connections_per_address
+        )
+        self.origins = _origin_pattern(config.origins)
+        self.tokens = config.auth.tokens
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a browser from ``origin`` may connect; clients sending none always may."""
+        return origin is None or self.origins is None or bool(self.origins.fullmatch(origin))
+
+    def token_valid(self, token: str | None) -> bool:
+        """Whether ``token`` is one of the configured tokens (any token when none are)."""
+        if not self.tokens:
+            return True
+        return token is not None and any(
+            hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens
+        )
+
+    def admit(self, protocol: ServerProtocol, request: ConnectionRequest) -> None:
+        """Check a handshake; raise :class:`ConnectionDeny` (nothing counted) to refuse it."""
+        if not self.origin_allowed(request.headers.get("origin")):
+            log.info("{peer}: origin {origin!r} refused", peer=request.peer, origin=request.origin)
+            raise ConnectionDeny(403, "origin not allowed")
+        token = bearer_token(request)
+        if not protocol.authorize(request, token):
+            log.info("{peer}: authorization refused", peer=request.peer)
+            if token is None:
+                raise ConnectionDeny(401, "authorization required")
+            raise ConnectionDeny(403, "authorization refused")
+        refusal = self.limiter.admit(self.app, self.app_limit, _address(protocol))
+        if refusal is not None:
+            log.warn("{peer}: refused: {reason}", peer=request.peer, reason=refusal.reason)
+            raise ConnectionDeny(refusal.status, refusal.reason)
+
+    def release(self, protocol: ServerProtocol) -> None:
+        """Forget a connection that :meth:`admit` let in."""
+        self.limiter.release(self.app, _address(protocol))
+
+
+def _address(protocol: ServerProtocol) -> str:
+    transport: Any = protocol.transport
+    return str(getattr(transport.getPeer(), "host", protocol.peer))
+
+
+def _origin_pattern(origins: Iterable[str]) -> re.Pattern[str] | None:
+    patterns = [translate(origin.lower().rstrip("/")) for origin in origins]
+    return re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
+
+
+def bearer_token(request: ConnectionRequest) -> str | None:
+    """The token of ``Authorization: Bearer TOKEN`` or, failing that, of ``?token=TOKEN``."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return str(token.strip())
+    values = request.params.get("token")
+    return str(values[0]) if values else None
+
+
+def socket_transport(transport: Any) -> Any:
+    """The TCP transport under ``transport`` (which may be TLS wrapped around it)."""
+    while not hasattr(transport, "bufferSize") and getattr(transport, "transport", None):
+        transport = transport.transport
+    return transport
+
+
+@implementer(IPushProducer)
+class SendGate:
+    """
+    Applies the slow-consumer policy to one connection.
+
+    While the client's queued bytes are above the high-water mark the gate is ``paused``:
+    the server stops reading from that client (so it cannot queue more replies), and
+    broadcasts go to :meth:`hold` instead of the transport. Held events of a coalescible
+    type are replaced by the latest of their type and sent when the client has drained;
+    any other held event, or the ``close`` policy, closes the connection with 1008.
+    """
+
+    def __init__(self, protocol: ServerProtocol, policy: str, coalescible: frozenset[str]) -> None:
+        self.protocol = protocol
+        self.policy = policy
+        self.coalescible = coalescible
+        self.paused = False
+        self.held: dict[str, Any] = {}
+
+    def attach(self, high_water_mark: int) -> None:
+        """Register with the connection's transport (replacing the HTTP channel)."""
+        transport: Any = self.protocol.transport
+        transport.unregisterProducer()
+        transport.registerProducer(self, True)
+        socket_transport(transport).bufferSize = high_water_mark
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        socket_transport(self.protocol.transport).pauseProducing()
+        if self.policy == "close":
+            self._close("it stopped reading")
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        protocol = self.protocol
+        socket_transport(protocol.transport).resumeProducing()
+        held, self.held = self.held, {}
+        for kind, prepared in held.items():
+            if self.paused:
+                self.hold(kind, prepared)
+            elif protocol.state == protocol.STATE_OPEN:
+                protocol.sendPreparedMessage(prepared)
+
+    def stopProducing(self) -> None:
+        self.held.clear()
+
+    def hold(self, kind: str | None, prepared: Any) -> None:
+        """Keep ``prepared`` (an event of type ``kind``) until the client drains."""
+        if kind in self.coalescible:
+            self.held.pop(kind, None)
+            self.held[kind] = prepared
+        else:
+            self._close(f"a {kind!r} event could not be queued")
+
+    def _close(self, why: str) -> None:
+        protocol = self.protocol
+        if protocol.state == protocol.STATE_OPEN:
+            log.warn("{peer}: slow consumer closed: {why}", peer=protocol.peer, why=why)
+            protocol.sendClose(POLICY_VIOLATION, "slow consumer")
+        self.held.clear()
+
+
+class HandshakeSite(Site):
+    """
+    A :class:`Site` whose connections must send a complete request within ``deadline``
+    seconds of connecting, and may not idle longer than that between two requests.
+    """
+
+    def __init__(self, resource: Any, *, deadline: float, reactor: Any = None) -> None:
+        super().__init__(resource, timeout=deadline, reactor=reactor)
+        self.deadline = deadline
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        reactor: Any = self.reactor
+        reactor.callLater(self.deadline, _expire, protocol)
+        return protocol
+
+
+def _expire(protocol: Any) -> None:
+    channel = getattr(protocol, "_channel", protocol)
+    transport = channel.transport
+    if transport is None or getattr(transport, "disconnected", False):
+        return  # upgraded to a WebSocket, or gone
+    if not (channel._handlingRequest or channel.requests):
+        log.info("{peer}: no complete request in time", peer=transport.getPeer())
+        transport.abortConnection()
