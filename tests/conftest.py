@@ -24,6 +24,8 @@ import pytest_twisted
 from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import provider
 
 from wsapp.client import ClientFactory, ClientProtocol
 from wsapp.config import Config
@@ -92,6 +94,44 @@ def start_server() -> Iterator[Any]:
 def server(start_server: Any) -> Server:
     """A server with the default configuration."""
     return start_server()  # type: ignore[no-any-return]
+
+
+class LogCapture:
+    """The log events emitted while a test runs."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def messages(self, level: LogLevel = LogLevel.debug) -> list[str]:
+        """Formatted messages at ``level`` or above."""
+        return [
+            formatEvent(event)
+            for event in self.events
+            if event.get("log_level", LogLevel.info) >= level
+        ]
+
+    def errors(self) -> list[str]:
+        """Messages logged as errors or failures."""
+        return [
+            formatEvent(event)
+            for event in self.events
+            if "log_failure" in event
+            or event.get("log_level") in (LogLevel.error, LogLevel.critical)
+        ]
+
+
+@pytest.fixture
+def log_events() -> Iterator[LogCapture]:
+    """Every log event emitted during the test."""
+    capture = LogCapture()
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        capture.events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield capture
+    globalLogPublisher.removeObserver(observe)
 
 
 class RecordingClient(ClientProtocol):

@@ -176,7 +176,7 @@ class SendGate:
         protocol = self.protocol
         if protocol.state == protocol.STATE_OPEN:
             log.warn("{peer}: slow consumer closed: {why}", peer=protocol.peer, why=why)
-            protocol.sendClose(POLICY_VIOLATION, "slow consumer")
+            protocol.close_with(POLICY_VIOLATION, "slow consumer")
         self.held.clear()
 
 

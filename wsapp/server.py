@@ -130,11 +130,15 @@ class ServerProtocol(WebSocketServerProtocol):
         if bucket.debt > self.factory.guard.limits.abuse_limit:
             if self.state == self.STATE_OPEN:
                 log.warn("{peer}: closed for exceeding the request rate", peer=self.peer)
-                self.sendClose(POLICY_VIOLATION, "request rate exceeded")
+                self.close_with(POLICY_VIOLATION, "request rate exceeded")
             return
         self.send_event(
             error_event(MessageError(RATE_LIMITED, "too many requests; slow down"), None)
         )
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Start the closing handshake with a protocol-level ``code`` such as 1001 or 1008."""
+        self.sendCloseFrame(code, reason.encode(), isReply=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.wasMaxMessagePayloadSizeExceeded or self.wasMaxFramePayloadSizeExceeded:
@@ -208,6 +212,7 @@ class ServerFactory(WebSocketServerFactory):
             closeHandshakeTimeout=limits.close_handshake_timeout,
             autoPingInterval=limits.auto_ping_interval,
             autoPingTimeout=limits.auto_ping_timeout,
+            failByDrop=False,  # a limit violation is told with its close code (1009, 1008)
             allowNullOrigin=True,
         )
         if self.compression.enabled:

@@ -32,7 +32,7 @@ async def close_all(factories: Iterable[ServerFactory], grace_period: float, rea
     log.info("shutting down: closing {count} connections", count=len(connections))
     for connection in connections:
         if connection.state == connection.STATE_OPEN:
-            connection.sendClose(GOING_AWAY, "server shutting down")
+            connection.close_with(GOING_AWAY, "server shutting down")
     closed: Deferred[Any] = DeferredList([connection.is_closed for connection in connections])
     try:
         await closed.addTimeout(grace_period, reactor)
