@@ -135,6 +135,7 @@ class SendGate:
         self.policy = policy
         self.coalescible = coalescible
         self.paused = False
+        self.closing = False
         self.held: dict[str, Any] = {}
 
     def attach(self, high_water_mark: int) -> None:
@@ -145,6 +146,8 @@ class SendGate:
         socket_transport(transport).bufferSize = high_water_mark
 
     def pauseProducing(self) -> None:
+        if self.paused:
+            return  # Twisted asks again on every write past the mark
         self.paused = True
         socket_transport(self.protocol.transport).pauseProducing()
         if self.policy == "close":
@@ -174,10 +177,11 @@ class SendGate:
 
     def _close(self, why: str) -> None:
         protocol = self.protocol
-        if protocol.state == protocol.STATE_OPEN:
+        self.held.clear()
+        if protocol.state == protocol.STATE_OPEN and not self.closing:
+            self.closing = True
             log.warn("{peer}: slow consumer closed: {why}", peer=protocol.peer, why=why)
             protocol.close_with(POLICY_VIOLATION, "slow consumer")
-        self.held.clear()
 
 
 class HandshakeSite(Site):
