@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .server import ServerFactory
@@ -16,6 +17,8 @@ log = Logger()
 
 #: WebSocket close code: the server is going away.
 GOING_AWAY = 1001
+#: Seconds between two looks at whether every client has left.
+POLL = 0.01
 
 #: Called without arguments on shutdown; may return a Deferred or an awaitable.
 ShutdownHook = Callable[[], "Deferred[Any] | Awaitable[Any] | None"]
@@ -24,8 +27,9 @@ ShutdownHook = Callable[[], "Deferred[Any] | Awaitable[Any] | None"]
 async def close_all(factories: Iterable[ServerFactory], grace_period: float, reactor: Any) -> None:
     """
     Send a 1001 close to every open connection of ``factories`` and wait until all have
-    closed or ``grace_period`` seconds have passed; drop the rest.
+    left their registries or ``grace_period`` seconds have passed; drop the rest.
     """
+    factories = list(factories)
     connections = [connection for factory in factories for connection in factory.registry]
     if not connections:
         return
@@ -33,11 +37,14 @@ async def close_all(factories: Iterable[ServerFactory], grace_period: float, rea
     for connection in connections:
         if connection.state == connection.STATE_OPEN:
             connection.close_with(GOING_AWAY, "server shutting down")
-    closed: Deferred[Any] = DeferredList([connection.is_closed for connection in connections])
-    try:
-        await closed.addTimeout(grace_period, reactor)
-    except TimeoutError:
-        left = [c for c in connections if c.state != c.STATE_CLOSED]
+    deadline = reactor.seconds() + grace_period
+    while any(factory.registry for factory in factories) and reactor.seconds() < deadline:
+        await deferLater(reactor, POLL)
+    left = [connection for factory in factories for connection in factory.registry]
+    if left:
         log.warn("shutting down: dropping {count} connections", count=len(left))
         for connection in left:
             connection.dropConnection(abort=True)
+        deadline = reactor.seconds() + 1.0  # an aborted connection is lost on the next pass
+        while any(factory.registry for factory in factories) and reactor.seconds() < deadline:
+            await deferLater(reactor, POLL)
