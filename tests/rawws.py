@@ -60,18 +60,19 @@ def client_frame(payload: bytes, opcode: int = 1, *, rsv1: bool = False) -> byte
 def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     """Split unmasked, unfragmented server frames off ``data``; return them and the rest."""
     frames = []
-    while len(data) >= 2:
-        length, offset = data[1] & 0x7F, 2
+    start = 0
+    while len(data) - start >= 2:
+        length, offset = data[start + 1] & 0x7F, start + 2
         if length == 126:
-            if len(data) < 4:
+            if len(data) - start < 4:
                 break
-            length, offset = struct.unpack("!H", data[2:4])[0], 4
+            length, offset = struct.unpack_from("!H", data, start + 2)[0], start + 4
         elif length == 127:
-            if len(data) < 10:
+            if len(data) - start < 10:
                 break
-            length, offset = struct.unpack("!Q", data[2:10])[0], 10
+            length, offset = struct.unpack_from("!Q", data, start + 2)[0], start + 10
         if len(data) < offset + length:
             break
-        frames.append((data[0] & 0x0F, data[offset : offset + length]))
-        data = data[offset + length :]
-    return frames, data
+        frames.append((data[start] & 0x0F, data[offset : offset + length]))
+        start = offset + length
+    return frames, data[start:]

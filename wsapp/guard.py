@@ -141,7 +141,8 @@ class SendGate:
     def attach(self, high_water_mark: int) -> None:
         """Register with the connection's transport (replacing the HTTP channel)."""
         transport: Any = self.protocol.transport
-        transport.unregisterProducer()
+        if getattr(transport, "producer", None) or getattr(transport, "_producer", None):
+            transport.unregisterProducer()
         transport.registerProducer(self, True)
         socket_transport(transport).bufferSize = high_water_mark
 

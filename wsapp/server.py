@@ -155,15 +155,16 @@ class ServerProtocol(WebSocketServerProtocol):
         """Called once when a connection that had opened has left the registry."""
 
     def send_event(self, event: Mapping[str, Any]) -> None:
-        """Send one event to this client; nothing happens once the connection is closing."""
+        """
+        Send one event to this client; nothing happens once the connection is closing.
+
+        Unlike :meth:`ServerFactory.broadcast` this is never coalesced: a slow consumer's
+        replies stay bounded because the server stops reading its requests meanwhile.
+        """
         if self.state == self.STATE_OPEN:
             payload = encode(event)
             small = len(payload) < self.factory.compression.min_size
-            if self.gate is not None and self.gate.paused:
-                prepared = self.factory.prepareMessage(payload, doNotCompress=small)
-                self.gate.hold(event.get("type"), prepared)
-            else:
-                self.sendMessage(payload, doNotCompress=small)
+            self.sendMessage(payload, doNotCompress=small)
 
     def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
         """Broadcast ``event`` to the app; the copy for ``request``'s sender carries its id."""
