@@ -200,6 +200,11 @@ class Connection:
         """True once the connection has closed."""
         return self._protocol.close_error is not None
 
+    @property
+    def deflate(self) -> bool:
+        """True if permessage-deflate was negotiated."""
+        return self._protocol._perMessageCompress is not None
+
     def send(self, message: Any) -> None:
         """Queue one message for sending; raises :class:`ConnectionClosedError` once closed."""
         self._check_open()
