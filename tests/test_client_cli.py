@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import trustme
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import BIN, Server, the_reactor
+from tests.conftest import BIN, Server, sleep, the_reactor
 from wsapp.config import Config
 from wsapp.service import ServerService
 
@@ -135,3 +136,36 @@ async def test_cafile_makes_the_certificate_trusted(tls_server: tuple[int, Path]
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"type": "state", "value": 0, "id": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_closing_ends_the_session_with_its_reason(server: Server) -> None:
+    """While input stays open, a close by the server (code 4000) exits 1 naming the close."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsapp.client", server.url("/counter")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        registry = server.factory("/counter").registry
+        deadline = time.monotonic() + 20
+        while not registry:
+            assert time.monotonic() < deadline, "the client did not connect"
+            await sleep(0.05)
+        for connection in list(registry):
+            connection.sendClose(4000, "bye")
+        await deferToThread(process.wait, 20)  # stdin stays open: no end of input
+        assert process.stdout is not None and process.stderr is not None
+        stdout, stderr = process.stdout.read(), process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert process.returncode == 1
+    assert json.loads(stdout.splitlines()[0]) == {"type": "state", "value": 0}
+    assert stderr == "wsapp-client: connection closed (4000 bye)\n"
