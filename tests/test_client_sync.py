@@ -251,6 +251,28 @@ async def test_plain_script_starts_its_own_reactor_thread(server: Server) -> Non
     assert done.stderr == ""
 
 
+OWN_REACTOR_THREAD = """
+import sys, threading, time, wsapp
+from twisted.internet import reactor
+threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}).start()
+while not reactor.running:
+    time.sleep(0.01)
+with wsapp.connect(sys.argv[1]) as ws:
+    print(ws.request({"action": "get"}, timeout=5)["value"])
+print(sorted(t.name for t in threading.enumerate() if t.name.startswith("wsapp")))
+reactor.callFromThread(reactor.stop)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_process_running_its_own_reactor_thread(server: Server) -> None:
+    """A process that runs the reactor in a thread of its own: the client uses that reactor."""
+    server.factory("/counter").counter.value = 3
+    done = await in_thread(lambda: run_python(["-c", OWN_REACTOR_THREAD, server.url("/counter")]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n") == ["3", "[]", ""]
+
+
 @pytest_twisted.ensureDeferred
 async def test_interactive_session(server: Server) -> None:
     """Typed into an interactive interpreter, connect and request work and the session ends."""

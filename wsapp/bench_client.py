@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -51,27 +52,30 @@ def echo_server() -> Iterator[str]:
         process.wait(10)
 
 
-Result = tuple[int, float, float]
+Result = tuple[int, float, float, float]
 
 
 def measure(round_trip: Callable[[int], None], count: int, seconds: float) -> Result:
     """
     Run ``round_trip(n)`` up to ``count`` times or for ``seconds``.
 
-    Return the round trips done, their rate per second, and the client process's CPU time
-    per round trip in microseconds (all its threads), which other load on the machine
-    disturbs less than the rate.
+    Return the round trips done, their rate per second, the median round trip and the
+    client process's CPU time per round trip (all its threads), both in microseconds. The
+    median and the CPU time suffer less than the rate from other load on the machine.
     """
     for n in range(min(200, count)):  # warm up
         round_trip(n)
-    done = 0
-    start, cpu = time.perf_counter(), time.process_time()
+    times: list[float] = []
+    clock = time.perf_counter
+    start, cpu = clock(), time.process_time()
     deadline = start + seconds
-    while done < count and time.perf_counter() < deadline:
-        round_trip(done)
-        done += 1
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return done, done / elapsed, cpu / done * 1e6
+    while len(times) < count and clock() < deadline:
+        began = clock()
+        round_trip(len(times))
+        times.append(clock() - began)
+    elapsed, cpu = clock() - start, time.process_time() - cpu
+    done = len(times)
+    return done, done / elapsed, statistics.median(times) * 1e6, cpu / done * 1e6
 
 
 def wsapp_loop(url: str, compression: bool, count: int, seconds: float) -> Result:
@@ -119,10 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print("websocket-client is not installed: skipping it", file=sys.stderr)
     with echo_server() if args.url is None else _given(args.url) as url:
-        print(f"{'client':32} {'round trips':>11} {'per second':>11} {'client CPU µs':>14}")
+        print(
+            f"{'client':32} {'round trips':>11} {'per second':>11} {'median µs':>10}"
+            f" {'client CPU µs':>14}"
+        )
         for name, loop in loops:
-            done, rate, cpu = loop(url)
-            print(f"{name:32} {done:>11} {rate:>11,.0f} {cpu:>14,.0f}", flush=True)
+            done, rate, median, cpu = loop(url)
+            print(f"{name:32} {done:>11} {rate:>11,.0f} {median:>10,.0f} {cpu:>14,.0f}", flush=True)
     return 0
 
 
