@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThread
 
 import wsapp
 from tests.conftest import Server, aio, the_reactor
-from wsapp.client.sync import shared_reactor
+from wsapp.client.threads import shared_reactor
 from wsapp.exceptions import (
     ClientTimeoutError,
     ConnectError,

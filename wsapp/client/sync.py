@@ -6,14 +6,13 @@ A blocking client for code without an event loop::
         print(ws.request({"action": "get"}, timeout=5))  # the reply carrying our "id"
 
 The Twisted reactor runs in one background thread shared by every blocking client of the
-process (:func:`shared_reactor`); if the process already runs a reactor in another thread,
-that one is used. Each blocking call makes one hop into the reactor thread and waits on a
-lock, so any number of threads may share a connection.
+process (:func:`~wsapp.client.threads.shared_reactor`); if the process already runs a
+reactor in another thread, that one is used. Each blocking call makes one hop into the
+reactor thread and waits on a lock, so any number of threads may share a connection.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import queue
@@ -23,66 +22,21 @@ from types import TracebackType
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
-from twisted.python import threadable
 
 from ..config import CompressionConfig
 from ..exceptions import ClientTimeoutError, ConnectionClosedError, MessageError
 from ..messages import encode
 from .connection import endpoint_for, open_connection
 from .protocol import ClientFactory, ClientProtocol
+from .threads import in_reactor, shared_reactor
 
-__all__ = ["Connection", "connect", "shared_reactor"]
+__all__ = ["Connection", "connect"]
 
 log = Logger()
 
 #: Put in a connection's inbox and reply slots when it closes.
 _CLOSED: Final = object()
-_start_lock = threading.Lock()
-_reactor_thread: threading.Thread | None = None
-
-
-def shared_reactor() -> Any:
-    """
-    Return the global reactor, running: started in a daemon thread unless it already runs.
-
-    Raises :class:`RuntimeError` in the reactor's own thread, where a blocking call would
-    wait forever, and when the reactor has already run and stopped.
-    """
-    global _reactor_thread
-    from twisted.internet import reactor as installed
-
-    reactor: Any = installed
-
-    with _start_lock:
-        if not reactor.running and _reactor_thread is None:
-            if getattr(reactor, "_startedBefore", False):
-                raise RuntimeError("the Twisted reactor has stopped and cannot be restarted")
-            started = threading.Event()
-            reactor.callWhenRunning(started.set)
-            _reactor_thread = threading.Thread(
-                target=reactor.run,
-                kwargs={"installSignalHandlers": False},
-                name="wsapp-reactor",
-                daemon=True,
-            )
-            _reactor_thread.start()
-            if not started.wait(10):
-                raise RuntimeError("the Twisted reactor did not start")
-            atexit.register(_stop_reactor, reactor, _reactor_thread)
-    if threadable.isInIOThread():
-        raise RuntimeError(
-            "a blocking wsapp client cannot be used in the reactor's thread; "
-            "call it from another thread (e.g. twisted.internet.threads.deferToThread)"
-        )
-    return reactor
-
-
-def _stop_reactor(reactor: Any, thread: threading.Thread) -> None:
-    if reactor.running:
-        reactor.callFromThread(reactor.stop)
-        thread.join(5)
 
 
 class _Reply:
@@ -152,11 +106,6 @@ class _BlockingProtocol(ClientProtocol):
         if self.state == self.STATE_OPEN:
             self.sendClose(code, reason)
         return done
-
-
-def _in_reactor(reactor: Any, call: Callable[..., Any], *args: Any) -> Any:
-    """Run ``call(*args)`` in the reactor thread; wait for its (Deferred) result."""
-    return blockingCallFromThread(reactor, call, *args)
 
 
 def _decode(payload: bytes, binary: bool) -> Any:
@@ -291,8 +240,8 @@ class Connection:
 
     def close(self, code: int = 1000, reason: str | None = None, timeout: float = 5) -> None:
         """Close the connection and wait (at most ``timeout`` seconds) until it is closed."""
-        if not self.closed:
-            _in_reactor(self._reactor, self._protocol.close, code, reason, timeout)
+        if not self.closed and self._reactor.running:
+            in_reactor(self._reactor, self._protocol.close, code, reason, timeout)
         if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
             self._dispatcher.join(timeout)
 
@@ -350,5 +299,5 @@ def connect(
         factory.setProtocolOptions(openHandshakeTimeout=timeout)
         return open_connection(factory, endpoint_for(url, reactor, tls=tls, timeout=timeout))
 
-    protocol: _BlockingProtocol = _in_reactor(reactor, start)
+    protocol: _BlockingProtocol = in_reactor(reactor, start)
     return Connection(protocol, reactor)
