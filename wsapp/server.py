@@ -147,6 +147,8 @@ class ServerFactory(WebSocketServerFactory):
             maxMessagePayloadSize=app.max_message_size,
             maxFramePayloadSize=app.max_frame_size,
             utf8validateIncoming=protocol.validate_utf8,
+            # Protocol errors close with a status code (1002, 1007, 1009) the peer can read.
+            failByDrop=False,
             allowNullOrigin=True,
         )
         if self.compression.enabled:
