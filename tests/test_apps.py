@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest_twisted
@@ -49,16 +49,16 @@ async def test_clock_pushes_utc_time_at_the_configured_interval(start_server: An
     server = start_server(Config(apps={"/clock": clock}))
     client = await connect(server.url("/clock"))
     times = [datetime.fromisoformat((await client.next_event())["time"]) for _ in range(4)]
-    assert all(time.tzinfo == timezone.utc for time in times)
+    assert all(time.tzinfo == UTC for time in times)
     assert times == sorted(times)
-    assert abs((datetime.now(timezone.utc) - times[-1]).total_seconds()) < 5
+    assert abs((datetime.now(UTC) - times[-1]).total_seconds()) < 5
     client.sendClose()
     await client.factory.closed
     assert server.factory("/clock").ticker is None
 
 
 async def compressed_frames(url: str, message: dict[str, Any]) -> tuple[str, list[bool], Any]:
-    """Send ``message`` with the websockets client; return the extension header, RSV1 bits, reply."""
+    """Send ``message`` with websockets; return the extension header, RSV1 bits and reply."""
     rsv1: list[bool] = []
     async with websockets.connect(url) as websocket:
         extension = websocket.protocol.extensions[0]
