@@ -147,3 +147,15 @@ async def test_counter_client_protocol_tracks_state_in_a_few_lines(server: Serve
         helper.send_action(action)
     client_factory.reached.addTimeout(5, the_reactor())
     assert await client_factory.reached == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfinished_handshake_changes_nothing(server: Server) -> None:
+    """A peer that leaves mid-handshake never counts as a user and breaks nothing."""
+    watcher = await open_counter(server)
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.sendall(b"GET /counter HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+    raw.close()
+    watcher.send_action("plus")
+    assert await watcher.next_event() == {"type": "state", "value": 1}
+    assert len(server.factory("/counter").registry) == 1
