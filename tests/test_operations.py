@@ -171,8 +171,8 @@ async def test_metrics_follow_real_websocket_traffic(server: Server) -> None:
     assert received == len(b'{"action":"plus"}{oops')
     assert sample(during, "wsapp_message_bytes_total", app="/counter", direction="out") > 0
     # users after each join (1 + 2 recipients), then the plus (2 recipients)
-    assert sample(during, "wsapp_broadcast_recipients_count", app="/counter") == 3
-    assert sample(during, "wsapp_broadcast_recipients_sum", app="/counter") == 5
+    assert sample(during, "wsapp_broadcasts_total", app="/counter") == 3
+    assert sample(during, "wsapp_broadcast_recipients_total", app="/counter") == 5
     assert sample(during, "wsapp_errors_total", app="/counter", code="invalid-json") == 1
     second.sendClose(code=4001)
     await second.factory.closed

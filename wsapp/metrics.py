@@ -1,10 +1,11 @@
 """
 Prometheus metrics of one server, in a registry of its own.
 
-:class:`Metrics` holds the metric families; :meth:`Metrics.add_app` binds their labelled
-children once per app, so the per-message path of :class:`~wsapp.server.ServerProtocol`
-only calls ``inc`` on an :class:`AppMetrics` attribute. Open connections and compression
-ratios are read from the apps when Prometheus scrapes, not counted per message.
+The protocol counts into plain integer attributes of its app's :class:`AppMetrics`; a
+collector turns them into Prometheus counters and gauges when ``/metrics`` is scraped.
+A ``prometheus_client`` counter takes a lock on every ``inc``, which costs more than the
+rest of a small message's accounting; these integers are only ever written on the
+reactor thread, and the scraping thread only reads them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -21,89 +22,39 @@ if TYPE_CHECKING:
 
     from .server import ServerFactory
 
-__all__ = ["AppMetrics", "Metrics", "metrics_resource"]
-
-#: Buckets of the broadcast fan-out histogram: recipients of one broadcast.
-FANOUT_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
-
-
-class Metrics:
-    """Every metric of one server, registered in :attr:`registry` (not the global default)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.apps: dict[str, AppMetrics] = {}
-        registry = self.registry
-        self.handshakes = Counter(
-            "wsapp_handshakes",
-            "WebSocket opening handshakes, accepted or rejected",
-            ["app", "result"],
-            registry=registry,
-        )
-        self.messages = Counter(
-            "wsapp_messages",
-            "WebSocket messages received (in) and sent (out)",
-            ["app", "direction"],
-            registry=registry,
-        )
-        self.bytes = Counter(
-            "wsapp_message_bytes",
-            "Payload bytes of WebSocket messages, before compression",
-            ["app", "direction"],
-            registry=registry,
-        )
-        self.fanout = Histogram(
-            "wsapp_broadcast_recipients",
-            "Connections one broadcast was sent to (_count: broadcasts, _sum: messages)",
-            ["app"],
-            buckets=FANOUT_BUCKETS,
-            registry=registry,
-        )
-        self.errors = Counter(
-            "wsapp_errors",
-            "Error events sent to clients, by error code",
-            ["app", "code"],
-            registry=registry,
-        )
-        self.closes = Counter(
-            "wsapp_closes",
-            "Closed WebSocket connections, by close code (none: no close frame)",
-            ["app", "code"],
-            registry=registry,
-        )
-        registry.register(_LiveCollector(self))
-
-    def add_app(self, path: str, factory: ServerFactory) -> AppMetrics:
-        """Bind the metrics of the app on ``path``, served by ``factory``."""
-        app = AppMetrics(self, path, factory)
-        self.apps[path] = app
-        return app
+__all__ = ["AppMetrics", "Metrics", "deflate_octets", "metrics_resource"]
 
 
 class AppMetrics:
-    """One app's labelled metric children, bound once; the protocol calls these."""
+    """What one app counts; the protocol and factory add to these attributes directly."""
 
-    def __init__(self, metrics: Metrics, path: str, factory: ServerFactory) -> None:
-        self._metrics = metrics
+    def __init__(self, path: str, factory: ServerFactory) -> None:
         self.path = path
         self.factory = factory
-        self.accepted = metrics.handshakes.labels(path, "accepted")
-        self.rejected = metrics.handshakes.labels(path, "rejected")
-        self.messages_in = metrics.messages.labels(path, "in")
-        self.messages_out = metrics.messages.labels(path, "out")
-        self.bytes_in = metrics.bytes.labels(path, "in")
-        self.bytes_out = metrics.bytes.labels(path, "out")
-        self.fanout = metrics.fanout.labels(path)
-        #: Payload and wire bytes (out, in) of closed connections that used deflate.
+        self.accepted = 0
+        self.rejected = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.broadcasts = 0
+        self.broadcast_recipients = 0
+        #: Error events sent, by wsapp error code.
+        self.errors: dict[str, int] = {}
+        #: Closed connections, by close code ("none": no close frame).
+        self.closes: dict[str, int] = {}
+        #: Payload and wire bytes (out, out on the wire, in, in on the wire) of closed
+        #: connections that used permessage-deflate.
         self.closed_deflate_octets = [0, 0, 0, 0]
 
     def error(self, code: str) -> None:
         """Count an error event with wsapp error ``code``."""
-        self._metrics.errors.labels(self.path, code).inc()
+        self.errors[code] = self.errors.get(code, 0) + 1
 
     def closed(self, code: int | None, octets: tuple[int, int, int, int] | None) -> None:
         """Count a closed connection and keep its deflate byte counts, if it used deflate."""
-        self._metrics.closes.labels(self.path, "none" if code is None else str(code)).inc()
+        key = "none" if code is None else str(code)
+        self.closes[key] = self.closes.get(key, 0) + 1
         if octets is not None:
             for index, value in enumerate(octets):
                 self.closed_deflate_octets[index] += value
@@ -125,39 +76,95 @@ def deflate_octets(protocol: Any) -> tuple[int, int, int, int] | None:
     )
 
 
-class _LiveCollector(Collector):
-    """Open connections and compression ratios, read from the apps at scrape time."""
+class Metrics(Collector):
+    """Every app's metrics, collected into :attr:`registry` (not the global default)."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+    def __init__(self) -> None:
+        self.apps: dict[str, AppMetrics] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        connections = GaugeMetricFamily(
-            "wsapp_connections", "Open WebSocket connections", labels=["app"]
-        )
-        ratio = GaugeMetricFamily(
-            "wsapp_compression_ratio",
-            "Payload bytes per byte on the wire, over connections that negotiated "
-            "permessage-deflate (messages sent uncompressed count 1:1)",
-            labels=["app", "direction"],
-        )
-        for path, app in list(self._metrics.apps.items()):
-            members = list(app.factory.registry)
-            connections.add_metric([path], len(members))
-            octets = list(app.closed_deflate_octets)
-            for member in members:
-                live = deflate_octets(member)
-                if live is not None:
-                    octets = [total + value for total, value in zip(octets, live, strict=True)]
-            out_payload, out_wire, in_payload, in_wire = octets
-            for direction, payload, wire in (
-                ("out", out_payload, out_wire),
-                ("in", in_payload, in_wire),
-            ):
-                if wire:
-                    ratio.add_metric([path, direction], payload / wire)
-        yield connections
-        yield ratio
+    def add_app(self, path: str, factory: ServerFactory) -> AppMetrics:
+        """Return the metrics of the app on ``path``, served by ``factory``."""
+        app = AppMetrics(path, factory)
+        self.apps[path] = app
+        return app
+
+    def collect(self) -> Iterator[Metric]:
+        """Read every app's counts (called by the registry, in the scraping thread)."""
+        families = {
+            "connections": GaugeMetricFamily(
+                "wsapp_connections", "Open WebSocket connections", labels=["app"]
+            ),
+            "handshakes": CounterMetricFamily(
+                "wsapp_handshakes",
+                "WebSocket opening handshakes, accepted or rejected",
+                labels=["app", "result"],
+            ),
+            "messages": CounterMetricFamily(
+                "wsapp_messages",
+                "WebSocket messages received (in) and sent (out), broadcast copies included",
+                labels=["app", "direction"],
+            ),
+            "bytes": CounterMetricFamily(
+                "wsapp_message_bytes",
+                "Payload bytes of WebSocket messages, before compression",
+                labels=["app", "direction"],
+            ),
+            "broadcasts": CounterMetricFamily(
+                "wsapp_broadcasts", "Broadcasts to an app's connections", labels=["app"]
+            ),
+            "recipients": CounterMetricFamily(
+                "wsapp_broadcast_recipients",
+                "Connections the broadcasts were sent to (their fan-out)",
+                labels=["app"],
+            ),
+            "errors": CounterMetricFamily(
+                "wsapp_errors",
+                "Error events sent to clients, by error code",
+                labels=["app", "code"],
+            ),
+            "closes": CounterMetricFamily(
+                "wsapp_closes",
+                "Closed WebSocket connections, by close code (none: no close frame)",
+                labels=["app", "code"],
+            ),
+            "ratio": GaugeMetricFamily(
+                "wsapp_compression_ratio",
+                "Payload bytes per byte on the wire, over connections that negotiated "
+                "permessage-deflate (messages sent uncompressed count 1:1)",
+                labels=["app", "direction"],
+            ),
+        }
+        for path, app in list(self.apps.items()):
+            _add_app(families, path, app)
+        yield from families.values()
+
+
+def _add_app(families: dict[str, Any], path: str, app: AppMetrics) -> None:
+    members = list(app.factory.registry)
+    families["connections"].add_metric([path], len(members))
+    families["handshakes"].add_metric([path, "accepted"], app.accepted)
+    families["handshakes"].add_metric([path, "rejected"], app.rejected)
+    families["messages"].add_metric([path, "in"], app.messages_in)
+    families["messages"].add_metric([path, "out"], app.messages_out)
+    families["bytes"].add_metric([path, "in"], app.bytes_in)
+    families["bytes"].add_metric([path, "out"], app.bytes_out)
+    families["broadcasts"].add_metric([path], app.broadcasts)
+    families["recipients"].add_metric([path], app.broadcast_recipients)
+    for code, count in dict(app.errors).items():
+        families["errors"].add_metric([path, code], count)
+    for code, count in dict(app.closes).items():
+        families["closes"].add_metric([path, code], count)
+    octets = list(app.closed_deflate_octets)
+    for member in members:
+        live = deflate_octets(member)
+        if live is not None:
+            octets = [total + value for total, value in zip(octets, live, strict=True)]
+    out_payload, out_wire, in_payload, in_wire = octets
+    for direction, payload, wire in (("out", out_payload, out_wire), ("in", in_payload, in_wire)):
+        if wire:
+            families["ratio"].add_metric([path, direction], payload / wire)
 
 
 def metrics_resource(metrics: Metrics) -> IResource:

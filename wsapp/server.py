@@ -31,7 +31,7 @@ from .messages import (
     parse_request,
     with_id,
 )
-from .metrics import AppMetrics, Metrics, deflate_octets
+from .metrics import AppMetrics, deflate_octets
 from .state import Counter, Registry
 
 __all__ = ["ServerFactory", "ServerProtocol"]
@@ -75,7 +75,7 @@ class ServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
-        self.factory.metrics.accepted.inc()
+        self.factory.metrics.accepted += 1
         extensions = ", ".join(map(_describe, self.websocket_extensions_in_use)) or "none"
         log.info(
             "{peer} GET {path} 101 extensions: {extensions}",
@@ -87,7 +87,7 @@ class ServerProtocol(WebSocketServerProtocol):
         self.factory.registry.add(self)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
-        self.factory.metrics.rejected.inc()
+        self.factory.metrics.rejected += 1
         log.info(
             "{peer} GET {path} {status} ({reason})",
             peer=self.peer,
@@ -99,8 +99,8 @@ class ServerProtocol(WebSocketServerProtocol):
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         metrics = self.factory.metrics
-        metrics.messages_in.inc()
-        metrics.bytes_in.inc(len(payload))
+        metrics.messages_in += 1
+        metrics.bytes_in += len(payload)
         self.onMessage(payload, isBinary)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -147,8 +147,8 @@ class ServerProtocol(WebSocketServerProtocol):
     ) -> None:
         super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
         metrics = self.factory.metrics
-        metrics.messages_out.inc()
-        metrics.bytes_out.inc(len(payload))
+        metrics.messages_out += 1
+        metrics.bytes_out += len(payload)
 
     def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
         """Broadcast ``event`` to the app; the copy for ``request``'s sender carries its id."""
@@ -185,8 +185,8 @@ class ServerFactory(WebSocketServerFactory):
         self.compression = compression or CompressionConfig()
         self.registry: Registry[ServerProtocol] = Registry()
         self.counter = Counter()
-        #: This app's metrics; :func:`wsapp.service.build_site` binds them to the server's.
-        self.metrics: AppMetrics = Metrics().add_app("", self)
+        #: This app's counts; :func:`wsapp.service.build_site` puts them in the server's metrics.
+        self.metrics = AppMetrics("", self)
         self.setProtocolOptions(
             maxMessagePayloadSize=app.max_message_size,
             maxFramePayloadSize=app.max_frame_size,
@@ -222,9 +222,10 @@ class ServerFactory(WebSocketServerFactory):
                 if prepared.doNotCompress or connection._perMessageCompress is None:
                     framed += 1
         metrics = self.metrics
-        metrics.fanout.observe(sent)
-        metrics.messages_out.inc(framed)
-        metrics.bytes_out.inc(framed * len(payload))
+        metrics.broadcasts += 1
+        metrics.broadcast_recipients += sent
+        metrics.messages_out += framed
+        metrics.bytes_out += framed * len(payload)
         return sent
 
 
