@@ -2,7 +2,8 @@
 Build the running server from a :class:`~wsapp.config.Config`.
 
 One Twisted web :class:`~twisted.web.server.Site` on one endpoint serves every mounted
-app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
+app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path,
+and beside them the counter page, ``/health`` and ``/metrics`` (:mod:`wsapp.operations`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from twisted.web.server import Site
 
 from .config import Config, resolve_options
 from .exceptions import ConfigError
+from .metrics import Metrics
+from .operations import mount_operations
 from .server import ServerFactory, ServerProtocol
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
@@ -45,9 +48,10 @@ def load_protocol(import_path: str, source: str, key: str) -> type[ServerProtoco
 
 
 def build_site(
-    config: Config, *, source: str = "config", reactor: Any = None
+    config: Config, *, source: str = "config", reactor: Any = None, metrics: Metrics | None = None
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
+    metrics = metrics or Metrics()
     root = Resource()
     factories = {}
     for path, app in config.apps.items():
@@ -61,6 +65,7 @@ def build_site(
         factory = protocol.factory_class(
             protocol, app=app, options=options, compression=config.compression, reactor=reactor
         )
+        factory.metrics = metrics.add_app(path, factory)
         _mount(root, path, WebSocketResource(factory))
         factories[path] = factory
     return Site(root), factories
@@ -85,7 +90,15 @@ class ServerService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
-        self.site, self.factories = build_site(config, source=source, reactor=reactor)
+        self.reactor = reactor
+        self.metrics = Metrics()
+        self.site, self.factories = build_site(
+            config, source=source, reactor=reactor, metrics=self.metrics
+        )
+        mount_operations(self.site.resource, self, self.metrics, source=source)
+        #: True once :meth:`stopService` has begun: ``/health`` answers 503 from then on.
+        self.stopping = False
+        self._started: float | None = None
         try:
             endpoint = serverFromString(reactor, config.port)
         except Exception as error:
@@ -96,6 +109,19 @@ class ServerService(MultiService):
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
+
+    def startService(self) -> None:
+        self.stopping = False
+        self._started = self.reactor.seconds()
+        super().startService()
+
+    def stopService(self) -> Any:
+        self.stopping = True
+        return super().stopService()
+
+    def uptime(self) -> float:
+        """Seconds since the service started (0 before)."""
+        return 0.0 if self._started is None else self.reactor.seconds() - self._started
 
     def _listening(self, port: Port) -> None:
         self.port = port

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -41,6 +42,7 @@ class Options(usage.Options):
             "[default: the config's port, tcp:8000]",
         ],
         ["compression-level", None, None, "zlib level of permessage-deflate, 1 to 9", int],
+        ["app-dir", None, ".", "Folder put first on the import path, for your apps' modules"],
     ]
     optFlags = [["no-compression", None, "Do not accept permessage-deflate"]]
 
@@ -79,6 +81,7 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> MultiService:
     """Build the server from parsed options; a bad app or endpoint exits with one line."""
+    sys.path.insert(0, os.path.abspath(options["app-dir"]))
     try:
         return ServerService(options["wsapp"], source=options["source"])
     except ConfigError as error:
