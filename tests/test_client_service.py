@@ -193,3 +193,35 @@ async def test_reconnecting_client_against_websockets_server(compression: bool) 
         await service.stopService()
         server.close()
         await aio(server.wait_closed())
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_during_the_handshake_drops_the_connection() -> None:
+    """A service stopped while the server has not answered the upgrade leaves no connection."""
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.protocol import Factory, Protocol
+
+    lost: defer.Deferred[None] = defer.Deferred()
+    upgrade_asked: defer.Deferred[None] = defer.Deferred()
+
+    class Silent(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            if not upgrade_asked.called:
+                upgrade_asked.callback(None)
+
+        def connectionLost(self, reason: object = None) -> None:
+            lost.callback(None)
+
+    port = await TCP4ServerEndpoint(the_reactor(), 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(Silent)
+    )
+    service = counter_client(f"ws://127.0.0.1:{port.getHost().port}/counter")
+    try:
+        service.startService()
+        await upgrade_asked
+        await service.stopService()
+        lost.addTimeout(5, the_reactor())
+        await lost
+        assert service.protocol is None
+    finally:
+        await port.stopListening()

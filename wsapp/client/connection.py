@@ -52,9 +52,9 @@ def when_open(protocol: P) -> Deferred[P]:
     Fire with ``protocol`` once its WebSocket handshake completes.
 
     Fails with :class:`HandshakeRefusedError` or :class:`ConnectError` if the connection
-    closes first.
+    closes first; cancelling it drops the connection.
     """
-    opened: Deferred[P] = Deferred()
+    opened: Deferred[P] = Deferred(lambda _: protocol.dropConnection(abort=True))
 
     def on_open(_: object) -> None:
         if not opened.called:
