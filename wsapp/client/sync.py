@@ -134,7 +134,8 @@ class Connection:
 
     Messages: ``bytes`` travel as binary frames, ``str`` as text as is, anything else as
     JSON text. Received text that parses as JSON comes back parsed, other text as ``str``,
-    binary as ``bytes``.
+    binary as ``bytes``. Messages that nobody reads wait in memory: read them, or register
+    :meth:`on_message`, on connections that receive broadcasts.
     """
 
     def __init__(self, protocol: _BlockingProtocol, reactor: Any) -> None:
@@ -143,6 +144,7 @@ class Connection:
         self._ids = itertools.count(1)
         self._callbacks: list[Callable[[Any], object]] = []
         self._dispatcher: threading.Thread | None = None
+        self._registering = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -222,12 +224,13 @@ class Connection:
         Use either callbacks or :meth:`recv`/iteration on one connection, not both. Usable
         as a decorator; exceptions from a callback are logged and dispatch goes on.
         """
-        self._callbacks.append(callback)
-        if self._dispatcher is None:
-            self._dispatcher = threading.Thread(
-                target=self._dispatch, name="wsapp-on-message", daemon=True
-            )
-            self._dispatcher.start()
+        with self._registering:
+            self._callbacks.append(callback)
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, name="wsapp-on-message", daemon=True
+                )
+                self._dispatcher.start()
         return callback
 
     def _dispatch(self) -> None:
