@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -84,12 +85,18 @@ class _BlockingProtocol(ClientProtocol):
 
     def send_payload(self, payload: bytes, binary: bool) -> None:
         """Send one message if the connection is still open (called in the reactor thread)."""
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(payload, binary, doNotCompress=len(payload) < self._min_size)
+        if self.state != self.STATE_OPEN:
+            return
+        small = len(payload) < self.factory.compression.min_size
+        if small and len(payload) < 126 and self._idle_sender():
+            transport: Any = self.transport
+            transport.write(_masked_frame(payload, binary))
+        else:
+            self.sendMessage(payload, binary, doNotCompress=small)
 
-    @property
-    def _min_size(self) -> int:
-        return self.factory.compression.min_size
+    def _idle_sender(self) -> bool:
+        """True when no frame is half sent or queued, so one may go straight out."""
+        return self.send_state == self.SEND_STATE_GROUND and not self.send_queue
 
     def close(self, code: int, reason: str | None, timeout: float) -> Deferred[None]:
         """Start the closing handshake; fire once closed, dropping TCP after ``timeout``."""
@@ -106,6 +113,20 @@ class _BlockingProtocol(ClientProtocol):
         if self.state == self.STATE_OPEN:
             self.sendClose(code, reason)
         return done
+
+
+def _masked_frame(payload: bytes, binary: bool) -> bytes:
+    """
+    Frame a message of under 126 bytes as one final, uncompressed, masked client frame.
+
+    The same bytes as autobahn's ``sendMessage`` writes, in a fraction of its time: a
+    request is usually this small, and its frame is the one cost here per round trip.
+    """
+    size = len(payload)
+    mask = os.urandom(4)
+    key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+    masked = (int.from_bytes(payload, "big") ^ key).to_bytes(size, "big")
+    return bytes((0x82 if binary else 0x81, 0x80 | size)) + mask + masked
 
 
 def _decode(payload: bytes, binary: bool) -> Any:
