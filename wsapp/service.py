@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .backends import Backend, make_backend
 from .config import Config, resolve_options
 from .exceptions import ConfigError
 from .server import ServerFactory, ServerProtocol
@@ -45,7 +46,7 @@ def load_protocol(import_path: str, source: str, key: str) -> type[ServerProtoco
 
 
 def build_site(
-    config: Config, *, source: str = "config", reactor: Any = None
+    config: Config, *, source: str = "config", reactor: Any = None, backend: Backend | None = None
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     root = Resource()
@@ -59,7 +60,13 @@ def build_site(
         except ValueError as error:
             raise ConfigError(source, f"{key}.options", str(error)) from None
         factory = protocol.factory_class(
-            protocol, app=app, options=options, compression=config.compression, reactor=reactor
+            protocol,
+            app=app,
+            options=options,
+            compression=config.compression,
+            reactor=reactor,
+            backend=backend,
+            name=path,
         )
         _mount(root, path, WebSocketResource(factory))
         factories[path] = factory
@@ -78,14 +85,23 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
 
 
 class ServerService(MultiService):
-    """The whole server as a Twisted service: the site listening on ``config.port``."""
+    """
+    The whole server as a Twisted service: the site listening on ``config.port``.
+
+    Its first child is the state backend, so the backend starts before the site listens
+    and stops (e.g. writes the state file) after the site stopped.
+    """
 
     def __init__(self, config: Config, *, source: str = "config", reactor: Any = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
-        self.site, self.factories = build_site(config, source=source, reactor=reactor)
+        self.backend = make_backend(config, reactor=reactor)
+        self.backend.setServiceParent(self)
+        self.site, self.factories = build_site(
+            config, source=source, reactor=reactor, backend=self.backend
+        )
         try:
             endpoint = serverFromString(reactor, config.port)
         except Exception as error:
