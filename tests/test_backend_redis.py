@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 
 from tests.conftest import BIN, Twistd, connect, sleep
 from wsapp.backends.redis import HEARTBEAT, USERS_TTL
@@ -133,22 +133,24 @@ async def until_served(client: Any, action: str, attempts: int = 200) -> dict[st
     raise AssertionError(f"{action} was not served again within {attempts} attempts")
 
 
-async def last_state(client: Any, value: int | None, quiet: float = 0.5) -> int | None:
-    """Read events until none comes for ``quiet`` seconds; return the last state value."""
+async def states_seen(client: Any, changes: int, quiet: float = 0.5) -> list[int]:
+    """Collect ``client``'s state values until ``changes`` came and then ``quiet`` s of none."""
+    states: list[int] = []
     while True:
         try:
-            event = await client.next_event(quiet)
-        except Exception:
-            return value
+            event = await client.next_event(quiet if len(states) >= changes else 30)
+        except TimeoutError:
+            return states
+        assert event["type"] != "error", event
         if event["type"] == "state":
-            value = event["value"]
+            states.append(event["value"])
 
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_changes_are_exact_on_every_process(
     processes: Any, redis_server: RedisServer
 ) -> None:
-    """20 clients on 3 processes x 100 plus/minus at once: every client ends on the exact sum."""
+    """20 clients on 3 processes x 100 plus/minus at once: all see every change, end exact."""
     servers = processes(3)
     redis_server.command("CONFIG", "SET", "appendfsync", "no")  # load, not durability, here
     clients = [await open_counter(servers[index % 3]) for index in range(20)]
@@ -158,18 +160,11 @@ async def test_concurrent_changes_are_exact_on_every_process(
             plus = (number + action) % 3 != 0
             expected += 1 if plus else -1
             client.send_action("plus" if plus else "minus", id=action)
-    seen = []
-    for client in clients:
-        acknowledged, value = set(), None
-        while len(acknowledged) < ACTIONS:
-            event = await client.next_event(20)
-            assert event["type"] != "error", event
-            value = event["value"] if event["type"] == "state" else value
-            if "id" in event:
-                acknowledged.add(event["id"])
-        seen.append(value)
-    finals = [Deferred.fromCoroutine(last_state(c, v)) for c, v in zip(clients, seen, strict=True)]
-    assert await gatherResults(finals) == [expected] * len(clients)
+    changes = len(clients) * ACTIONS
+    finals = [Deferred.fromCoroutine(states_seen(client, changes)) for client in clients]
+    for states in await gatherResults(finals):
+        assert len(states) == changes, "every client sees every change exactly once"
+        assert states[-1] == expected
     for client in clients:
         client.send_action("get", id="final")
         assert await reply_to(client, "final") == {

@@ -29,24 +29,22 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import txredisapi
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import protocol
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..exceptions import BackendUnavailableError, StateError
-from ..messages import OUT_OF_RANGE, encode
+from ..exceptions import BackendUnavailableError
+from ..messages import encode
 from ..state import SAFE_INTEGER
 from . import AppState, Backend, StateListener
+from .redis_link import REPLY_TIMEOUT, Link, Subscriber, translate
 
 __all__ = ["HEARTBEAT", "USERS_TTL", "RedisAppState", "RedisBackend"]
 
@@ -56,8 +54,6 @@ log = Logger()
 HEARTBEAT = 1.0
 #: Seconds after which the users count of a process that stopped refreshing it is dropped.
 USERS_TTL = 3.0
-#: Seconds to wait for a reply of Redis before the connection is taken as lost.
-REPLY_TIMEOUT = 5
 
 ADD = """
 local value = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1])
@@ -208,8 +204,12 @@ class RedisBackend(Backend):
         self._was_available = False
         self._tokens = itertools.count(1)
         endpoint = HostnameEndpoint(reactor, host, port, timeout=REPLY_TIMEOUT)
-        self.commands = _Link(endpoint, txredisapi.RedisProtocol, db, self._ready, self._lost)
-        self.subscription = _Link(endpoint, _Subscriber, db, self._subscribe, self._unsubscribed)
+        self.commands = Link(
+            endpoint, txredisapi.RedisProtocol, db, self._ready, self._lost, reactor
+        )
+        self.subscription = Link(
+            endpoint, Subscriber, db, self._subscribe, self._unsubscribed, reactor
+        )
         self.subscription.factory.on_message = self._received
         self._heartbeat = LoopingCall(self.beat)
         self._heartbeat.clock = reactor
@@ -243,7 +243,7 @@ class RedisBackend(Backend):
             return fail(BackendUnavailableError())
         replying: Deferred[Any] = getattr(connection, command)(*arguments)
         if token is None:
-            return replying.addErrback(_translate)
+            return replying.addErrback(translate)
         replying.addCallbacks(
             self._replied, self._failed, callbackArgs=(token, command), errbackArgs=(token,)
         )
@@ -262,7 +262,7 @@ class RedisBackend(Backend):
     def _failed(self, failure: Failure, token: str) -> None:
         pending = self.pending.pop(token, None)
         if pending is not None:
-            pending.done.errback(_translate(failure))
+            pending.done.errback(translate(failure))
 
     def _received(self, channel: str, message: str) -> None:
         state = self.apps.get(channel)
@@ -305,7 +305,7 @@ class RedisBackend(Backend):
                 state.resynchronize()
 
     def _lost(self) -> None:
-        if self._was_available:
+        if self._was_available and self.running:
             self._was_available = False
             log.warn("Lost {address}: requests fail until it is back", address=self.address)
 
@@ -328,83 +328,3 @@ class RedisBackend(Backend):
         done.addBoth(lambda _: self.commands.service.stopService())
         done.addBoth(lambda _: self.subscription.service.stopService())
         return done.addBoth(lambda _: None)
-
-
-class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
-    def messageReceived(self, pattern: str | None, channel: str, message: str) -> None:
-        self.factory.on_message(channel, message)
-
-
-class _ProtocolFactory(protocol.Factory):
-    """Builds the txredisapi protocols of one :class:`_Link`."""
-
-    noisy = False
-    #: txredisapi: report a failed SELECT by logging it (ClientService retries meanwhile).
-    isLazy = True
-
-    def __init__(self, protocol_class: type[Any], db: int) -> None:
-        self.protocol_class = protocol_class
-        self.db = db
-        self.on_message: Callable[[str, str], None] | None = None
-
-    def buildProtocol(self, addr: Any) -> Any:
-        connection = self.protocol_class(
-            dbid=self.db or None, convertNumbers=False, replyTimeout=REPLY_TIMEOUT
-        )
-        connection.factory = self
-        return connection
-
-    def stopTrying(self) -> None:
-        """Called by txredisapi when SELECT failed; the ClientService keeps retrying."""
-
-    def connectionError(self, why: str) -> None:
-        log.error("{why}", why=why)
-
-
-class _Link:
-    """One Redis connection, opened again with backoff by a ClientService while it runs."""
-
-    def __init__(
-        self,
-        endpoint: Any,
-        protocol_class: type[Any],
-        db: int,
-        ready: Callable[[Any], Any],
-        lost: Callable[[], None],
-    ) -> None:
-        #: The connected, ready protocol, or None.
-        self.protocol: Any = None
-        self.factory = _ProtocolFactory(protocol_class, db)
-        self.service = ClientService(
-            endpoint,
-            cast(IProtocolFactory, self.factory),
-            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0),
-            prepareConnection=self._prepare,
-        )
-        self._ready = ready
-        self._lost = lost
-
-    def _prepare(self, connection: Any) -> Deferred[Any]:
-        preparing: Deferred[Any] = connection.whenConnected()
-        preparing.addCallback(self._connected)
-        from twisted.internet import reactor
-
-        return preparing.addTimeout(REPLY_TIMEOUT, reactor)
-
-    def _connected(self, connection: Any) -> Any:
-        self.protocol = connection
-        connection.whenDisconnected().addCallback(self._disconnected)
-        return self._ready(connection)
-
-    def _disconnected(self, _: object) -> None:
-        self.protocol = None
-        self._lost()
-
-
-def _translate(failure: Failure) -> Failure:
-    """Turn txredisapi's errors into the errors the protocols answer clients with."""
-    if failure.check(txredisapi.ResponseError) and "out-of-range" in str(failure.value):
-        return Failure(StateError(OUT_OF_RANGE, f"the counter must stay within ±{SAFE_INTEGER}"))
-    if failure.check(txredisapi.ConnectionError):
-        return Failure(BackendUnavailableError())
-    return failure
