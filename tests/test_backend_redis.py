@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, TimeoutError, gatherResults
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, gatherResults
 
 from tests.conftest import BIN, Twistd, connect, sleep
 from wsapp.backends.redis import HEARTBEAT, USERS_TTL
@@ -139,7 +140,7 @@ async def states_seen(client: Any, changes: int, quiet: float = 0.5) -> list[int
     while True:
         try:
             event = await client.next_event(quiet if len(states) >= changes else 30)
-        except TimeoutError:
+        except defer.TimeoutError:
             return states
         assert event["type"] != "error", event
         if event["type"] == "state":
