@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from tests.conftest import BIN, Twistd, connect, sleep
 from wsapp.backends.redis import HEARTBEAT, USERS_TTL
+from wsapp.config import Config
 from wsapp.state import SAFE_INTEGER
 
 #: Seconds within which every process sees the users count of a killed one drop.
@@ -260,3 +261,18 @@ def test_bad_backend_is_one_line_naming_the_option(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "twistd wsapp: command line: backend: invalid port in 'redis://host:port'"
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_process_server_on_the_asyncio_reactor(
+    start_server: Any, redis_server: RedisServer
+) -> None:
+    """The Redis backend also runs in-process on Twisted's asyncio reactor (as the tests do)."""
+    server = start_server(Config(backend=redis_server.url))
+    first = await connect(server.url("/counter"))
+    second = await connect(server.url("/chat"))
+    third = await connect(server.url("/chat"))
+    assert (await until_served(first, "plus"))["event"]["value"] == 1
+    second.send_action("say", text="héllo", id="s")
+    assert await reply_to(second, "s") == {"type": "sent", "id": "s"}
+    assert await third.next_of("chat") == {"type": "chat", "text": "héllo"}
