@@ -59,7 +59,7 @@ class CounterProtocol(ServerProtocol):
         self.send_event(with_id(state_event(value), request_id))
 
     def _count_users(self, _: object = None) -> None:
-        self.factory.state.users_changed(len(self.factory.registry))
+        self.factory.state.report_users(len(self.factory.registry))
 
     def onLeave(self) -> None:
         self._count_users()

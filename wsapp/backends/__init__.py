@@ -79,11 +79,11 @@ class AppState(ABC):
         """
 
     @abstractmethod
-    def users_changed(self, local: int) -> None:
+    def report_users(self, local: int) -> None:
         """This process now has ``local`` clients; every listener hears the new total."""
 
 
-class Backend(Service):
+class Backend(Service, ABC):
     """A Twisted service holding the state of every app of one server."""
 
     @abstractmethod

@@ -47,7 +47,7 @@ class MemoryAppState(AppState):
         self.listener.counter_changed(value, exclude)
         return succeed(value)
 
-    def users_changed(self, local: int) -> None:
+    def report_users(self, local: int) -> None:
         self.listener.users_changed(local)
 
 

@@ -133,7 +133,7 @@ class RedisAppState(AppState):
         arguments = [amount, SAFE_INTEGER, self.channel, header]
         return self.backend.run(token, "eval", ADD, [f"{self.prefix}counter"], arguments)
 
-    def users_changed(self, local: int) -> None:
+    def report_users(self, local: int) -> None:
         self.local_users = local
         self.announce_users(force=True)
 
