@@ -38,6 +38,7 @@ def test_missing_state_file_means_no_state(tmp_path: Path) -> None:
         "{not json",
         "[]",
         '{"version": 2, "counters": {}}',
+        '{"version": true, "counters": {}}',
         '{"version": 1, "counters": {"/counter": "3"}}',
         '{"version": 1, "counters": {"/counter": 9007199254740992}}',
         '{"version": 1, "counters": {"/counter": true}}',

@@ -42,12 +42,10 @@ def load_counters(path: str | os.PathLike[str]) -> dict[str, int] | None:
         data = json.loads(text)
     except ValueError:
         raise StateFileError(f"{file}: corrupt state file: not valid JSON") from None
-    counters = data.get("counters") if isinstance(data, dict) else None
-    if (
-        not isinstance(data, dict)
-        or data.get("version") != VERSION
-        or not isinstance(counters, dict)
-    ):
+    if not isinstance(data, dict):
+        data = {}
+    counters, version = data.get("counters"), data.get("version")
+    if type(version) is not int or version != VERSION or not isinstance(counters, dict):
         raise StateFileError(f"{file}: corrupt state file: expected version {VERSION} counters")
     for name, value in counters.items():
         if isinstance(value, bool) or not isinstance(value, int) or abs(value) > SAFE_INTEGER:
