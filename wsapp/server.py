@@ -36,6 +36,7 @@ from .messages import (
     parse_request,
     with_id,
 )
+from .metrics import AppMetrics, deflate_octets
 from .state import Registry
 
 __all__ = ["ServerFactory", "ServerProtocol"]
@@ -79,8 +80,33 @@ class ServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        self.factory.metrics.accepted += 1
+        extensions = ", ".join(map(_describe, self.websocket_extensions_in_use)) or "none"
+        log.info(
+            "{peer} GET {path} 101 extensions: {extensions}",
+            peer=self.peer,
+            path=self.http_request_path,
+            extensions=extensions,
+        )
         apply_level(self, self.factory.compression.level)
         self.factory.registry.add(self)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        self.factory.metrics.rejected += 1
+        log.info(
+            "{peer} GET {path} {status} ({reason})",
+            peer=self.peer,
+            path=getattr(self, "http_request_path", "-"),
+            status=code,
+            reason=reason,
+        )
+        super().failHandshake(reason, code, responseHeaders)
+
+    def _onMessage(self, payload: bytes, isBinary: bool) -> None:
+        metrics = self.factory.metrics
+        metrics.messages_in += 1
+        metrics.bytes_in += len(payload)
+        self.onMessage(payload, isBinary)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         request_id: RequestId | None = None
@@ -92,14 +118,17 @@ class ServerProtocol(WebSocketServerProtocol):
                 raise MessageError(UNKNOWN_ACTION, f"unknown action {request.action!r}")
             handler(request)
         except MessageError as error:
+            self.factory.metrics.error(error.code)
             self.send_event(error_event(error, request_id))
         except Exception:
             log.failure("{peer}: request failed", peer=self.peer)
+            self.factory.metrics.error(INTERNAL_ERROR)
             failed = MessageError(INTERNAL_ERROR, "the server failed to handle this request")
             self.send_event(error_event(failed, request_id))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.factory.registry.discard(self):
+            self.factory.metrics.closed(code, deflate_octets(self))
             self.onLeave()
 
     def onLeave(self) -> None:
@@ -112,6 +141,19 @@ class ServerProtocol(WebSocketServerProtocol):
             self.sendMessage(
                 payload, doNotCompress=len(payload) < self.factory.compression.min_size
             )
+
+    def sendMessage(
+        self,
+        payload: bytes,
+        isBinary: bool = False,
+        fragmentSize: int | None = None,
+        sync: bool = False,
+        doNotCompress: bool = False,
+    ) -> None:
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        metrics = self.factory.metrics
+        metrics.messages_out += 1
+        metrics.bytes_out += len(payload)
 
     def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
         """Publish ``event`` to the whole app; the copy for ``request``'s sender carries its id."""
@@ -183,10 +225,14 @@ class ServerFactory(WebSocketServerFactory):
             backend = MemoryBackend()
         #: This app's shared state (counter, users count, publish) on the backend.
         self.state: AppState = backend.app(name or app.protocol, self)
+        #: This app's counts; :func:`wsapp.service.build_site` puts them in the server's metrics.
+        self.metrics = AppMetrics("", self)
         self.setProtocolOptions(
             maxMessagePayloadSize=app.max_message_size,
             maxFramePayloadSize=app.max_frame_size,
             utf8validateIncoming=protocol.validate_utf8,
+            # Protocol errors close with a status code (1002, 1007, 1009) the peer can read.
+            failByDrop=False,
             allowNullOrigin=True,
         )
         if self.compression.enabled:
@@ -211,11 +257,19 @@ class ServerFactory(WebSocketServerFactory):
         prepared = self.prepareMessage(
             payload, doNotCompress=len(payload) < self.compression.min_size
         )
-        sent = 0
+        sent = framed = 0
         for connection in self.registry:
             if connection is not exclude and connection.state == connection.STATE_OPEN:
                 connection.sendPreparedMessage(prepared)
                 sent += 1
+                # A deflate connection compresses through sendMessage, which counts it.
+                if prepared.doNotCompress or connection._perMessageCompress is None:
+                    framed += 1
+        metrics = self.metrics
+        metrics.broadcasts += 1
+        metrics.broadcast_recipients += sent
+        metrics.messages_out += framed
+        metrics.bytes_out += framed * len(payload)
         return sent
 
     # --- backend notifications (see wsapp.backends.StateListener); apps override these ---
@@ -225,6 +279,16 @@ class ServerFactory(WebSocketServerFactory):
 
     def users_changed(self, count: int) -> None:
         """The app has ``count`` clients over all processes."""
+
+
+def _describe(extension: Any) -> str:
+    """Name a negotiated extension with its LZ77 windows, for the access log."""
+    windows = [
+        f"{side}_max_window_bits={bits}"
+        for side in ("server", "client")
+        if (bits := getattr(extension, f"{side}_max_window_bits", None))
+    ]
+    return "; ".join([extension.EXTENSION_NAME, *windows])
 
 
 ServerProtocol.factory_class = ServerFactory

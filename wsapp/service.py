@@ -2,7 +2,8 @@
 Build the running server from a :class:`~wsapp.config.Config`.
 
 One Twisted web :class:`~twisted.web.server.Site` on one endpoint serves every mounted
-app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
+app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path,
+and beside them the counter page, ``/health`` and ``/metrics`` (:mod:`wsapp.operations`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from twisted.web.server import Site
 from .backends import Backend, make_backend
 from .config import Config, resolve_options
 from .exceptions import ConfigError
+from .metrics import Metrics
+from .operations import mount_operations
 from .server import ServerFactory, ServerProtocol
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
@@ -46,9 +49,15 @@ def load_protocol(import_path: str, source: str, key: str) -> type[ServerProtoco
 
 
 def build_site(
-    config: Config, *, source: str = "config", reactor: Any = None, backend: Backend | None = None
+    config: Config,
+    *,
+    source: str = "config",
+    reactor: Any = None,
+    metrics: Metrics | None = None,
+    backend: Backend | None = None,
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
+    metrics = metrics or Metrics()
     root = Resource()
     factories = {}
     for path, app in config.apps.items():
@@ -68,6 +77,7 @@ def build_site(
             backend=backend,
             name=path,
         )
+        factory.metrics = metrics.add_app(path, factory)
         _mount(root, path, WebSocketResource(factory))
         factories[path] = factory
     return Site(root), factories
@@ -97,11 +107,17 @@ class ServerService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        self.reactor = reactor
         self.backend = make_backend(config, reactor=reactor)
         self.backend.setServiceParent(self)
+        self.metrics = Metrics()
         self.site, self.factories = build_site(
-            config, source=source, reactor=reactor, backend=self.backend
+            config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
         )
+        mount_operations(self.site.resource, self, self.metrics, source=source)
+        #: True once :meth:`stopService` has begun: ``/health`` answers 503 from then on.
+        self.stopping = False
+        self._started: float | None = None
         try:
             endpoint = serverFromString(reactor, config.port)
         except Exception as error:
@@ -112,6 +128,19 @@ class ServerService(MultiService):
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
+
+    def startService(self) -> None:
+        self.stopping = False
+        self._started = self.reactor.seconds()
+        super().startService()
+
+    def stopService(self) -> Any:
+        self.stopping = True
+        return super().stopService()
+
+    def uptime(self) -> float:
+        """Seconds since the service started (0 before)."""
+        return 0.0 if self._started is None else self.reactor.seconds() - self._started
 
     def _listening(self, port: Port) -> None:
         self.port = port

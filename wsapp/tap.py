@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -49,6 +50,7 @@ class Options(usage.Options):
             "between several processes [default: the config's backend, memory]",
         ],
         ["state-file", None, None, "Memory backend: keep the counters in this JSON file"],
+        ["app-dir", None, ".", "Folder put first on the import path, for your apps' modules"],
     ]
     optFlags = [["no-compression", None, "Do not accept permessage-deflate"]]
 
@@ -90,6 +92,7 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> MultiService:
     """Build the server from parsed options; a bad app or endpoint exits with one line."""
+    sys.path.insert(0, os.path.abspath(options["app-dir"]))
     try:
         return ServerService(options["wsapp"], source=options["source"])
     except (ConfigError, StateFileError) as error:
