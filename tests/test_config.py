@@ -67,7 +67,12 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key", "message"),
     [
-        ("prot: 80", "prot", "unknown key (expected one of: apps, compression, port)"),
+        (
+            "prot: 80",
+            "prot",
+            "unknown key (expected one of: apps, backend, compression, port, state_file, "
+            "state_interval)",
+        ),
         ("port: [80]", "port", "expected a port number or endpoint string, got a list"),
         ("port: 70000", "port", "port 70000 is out of range (0-65535)"),
         ("port: localhost", "port", "neither a port number nor an endpoint string"),

@@ -27,7 +27,7 @@ async def open_counter(server: Server) -> Any:
 @pytest_twisted.ensureDeferred
 async def test_new_client_gets_state_then_users(server: Server) -> None:
     """On open a client gets the counter's state, then the number of users."""
-    server.factory("/counter").counter.value = 41
+    server.factory("/counter").state.counter.value = 41
     client = await connect(server.url("/counter"))
     assert await client.next_event() == {"type": "state", "value": 41}
     assert await client.next_event() == {"type": "users", "count": 1}

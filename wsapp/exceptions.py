@@ -5,8 +5,10 @@ All of them derive from :class:`WsappError`::
 
     WsappError
     ├── ConfigError        a configuration file or option is invalid
+    ├── StateFileError     the memory backend's state file cannot be read
     ├── MessageError       a client message cannot be handled; sent back as an error event
-    │   └── StateError     a valid request that the state refuses (e.g. counter out of range)
+    │   ├── StateError     a valid request that the state refuses (e.g. counter out of range)
+    │   └── BackendUnavailableError  the shared state (Redis) cannot be reached right now
     └── ClientError        a client could not do what it was asked
         ├── ConnectError   no connection: refused, unreachable, TLS failure, handshake timeout
         │   └── HandshakeRefusedError   the server answered the upgrade with an HTTP status
@@ -55,6 +57,17 @@ class MessageError(WsappError):
 
 class StateError(MessageError):
     """A well-formed request that the application state refuses."""
+
+
+class StateFileError(WsappError):
+    """The memory backend's state file exists but cannot be used; the message names it."""
+
+
+class BackendUnavailableError(MessageError):
+    """The shared state (Redis) cannot be reached; the request may not have taken effect."""
+
+    def __init__(self, detail: str = "the shared state is unavailable, try again shortly") -> None:
+        super().__init__("backend-unavailable", detail)
 
 
 class ClientError(WsappError):

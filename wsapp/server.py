@@ -4,8 +4,10 @@ The server side: a base protocol that apps subclass, and the factory shared by o
 A :class:`ServerProtocol` turns frames into calls: a JSON text message
 ``{"action": "plus"}`` calls ``action_plus(request)``. Bad input is answered with an error
 event to the sender only; the connection stays open. The :class:`ServerFactory` holds what
-the connections of one app share: the registry of open connections, the counter, the app's
-options, and :meth:`~ServerFactory.broadcast`.
+the connections of one app share: the registry of open connections, the app's options,
+:meth:`~ServerFactory.broadcast` to this process's connections, and ``state``, the app's
+:class:`~wsapp.backends.AppState` (counter, users count, app-wide publish) on the
+configured backend.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from typing import Any, ClassVar
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from .backends import AppState, Backend
 from .compression import apply_level, server_accept
 from .config import AppConfig, CompressionConfig
 from .exceptions import MessageError
@@ -32,7 +37,7 @@ from .messages import (
     with_id,
 )
 from .metrics import AppMetrics, deflate_octets
-from .state import Counter, Registry
+from .state import Registry
 
 __all__ = ["ServerFactory", "ServerProtocol"]
 
@@ -151,12 +156,40 @@ class ServerProtocol(WebSocketServerProtocol):
         metrics.bytes_out += len(payload)
 
     def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
-        """Broadcast ``event`` to the app; the copy for ``request``'s sender carries its id."""
-        if request is None or request.id is None:
-            self.factory.broadcast(event)
+        """Publish ``event`` to the whole app; the copy for ``request``'s sender carries its id."""
+        request_id = None if request is None else request.id
+        exclude = None if request_id is None else self
+        reply = None if request_id is None else with_id(event, request_id)
+        self.reply_when(self.factory.state.publish(event, exclude=exclude), reply, request_id)
+
+    # --- backend results (see wsapp.backends) ---
+
+    def reply_when(
+        self,
+        done: Deferred[Any] | None,
+        reply: Mapping[str, Any] | None,
+        request_id: RequestId | None,
+    ) -> None:
+        """Send ``reply`` once ``done`` fires (now if None); if it fails, an error event."""
+        if done is None:
+            if reply is not None:
+                self.send_event(reply)
         else:
-            self.factory.broadcast(event, exclude=self)
-            self.send_event(with_id(event, request.id))
+            done.addCallbacks(
+                self._reply, self.request_failed, callbackArgs=(reply,), errbackArgs=(request_id,)
+            )
+
+    def _reply(self, _: object, reply: Mapping[str, Any] | None) -> None:
+        if reply is not None:
+            self.send_event(reply)
+
+    def request_failed(self, failure: Failure, request_id: RequestId | None = None) -> None:
+        """Errback of a backend call: answer the sender with an error event."""
+        error = failure.value
+        if not isinstance(error, MessageError):
+            log.failure("{peer}: request failed", failure, peer=self.peer)
+            error = MessageError(INTERNAL_ERROR, "the server failed to handle this request")
+        self.send_event(error_event(error, request_id))
 
 
 class ServerFactory(WebSocketServerFactory):
@@ -177,6 +210,8 @@ class ServerFactory(WebSocketServerFactory):
         options: Mapping[str, Any] | None = None,
         compression: CompressionConfig | None = None,
         reactor: IReactorTime | None = None,
+        backend: Backend | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(reactor=reactor)
         app = app or AppConfig(f"{protocol.__module__}:{protocol.__qualname__}")
@@ -184,7 +219,12 @@ class ServerFactory(WebSocketServerFactory):
         self.options: Mapping[str, Any] = {**protocol.default_options, **(options or {})}
         self.compression = compression or CompressionConfig()
         self.registry: Registry[ServerProtocol] = Registry()
-        self.counter = Counter()
+        if backend is None:
+            from .backends.memory import MemoryBackend
+
+            backend = MemoryBackend()
+        #: This app's shared state (counter, users count, publish) on the backend.
+        self.state: AppState = backend.app(name or app.protocol, self)
         #: This app's counts; :func:`wsapp.service.build_site` puts them in the server's metrics.
         self.metrics = AppMetrics("", self)
         self.setProtocolOptions(
@@ -202,14 +242,18 @@ class ServerFactory(WebSocketServerFactory):
 
     def broadcast(self, event: Mapping[str, Any], *, exclude: ServerProtocol | None = None) -> int:
         """
-        Send ``event`` to every open connection of this app; return how many got it.
+        Send ``event`` to every open connection of this app in this process; return how
+        many got it. :meth:`ServerProtocol.publish` reaches the app's clients on every process.
 
         The event is encoded and framed once. Below ``compression.min_size`` bytes it goes
         out uncompressed on every connection; larger events are compressed per connection
         where deflate was negotiated. Sending only queues bytes in each transport: this
         does no flow control.
         """
-        payload = encode(event)
+        return self.fan_out(encode(event), exclude)
+
+    def fan_out(self, payload: bytes, exclude: ServerProtocol | None = None) -> int:
+        """Send an encoded event to every open connection but ``exclude``, framed once."""
         prepared = self.prepareMessage(
             payload, doNotCompress=len(payload) < self.compression.min_size
         )
@@ -227,6 +271,14 @@ class ServerFactory(WebSocketServerFactory):
         metrics.messages_out += framed
         metrics.bytes_out += framed * len(payload)
         return sent
+
+    # --- backend notifications (see wsapp.backends.StateListener); apps override these ---
+
+    def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
+        """The app's counter became ``value`` (on any process)."""
+
+    def users_changed(self, count: int) -> None:
+        """The app has ``count`` clients over all processes."""
 
 
 def _describe(extension: Any) -> str:

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .backends import Backend, make_backend
 from .config import Config, resolve_options
 from .exceptions import ConfigError
 from .metrics import Metrics
@@ -48,7 +49,12 @@ def load_protocol(import_path: str, source: str, key: str) -> type[ServerProtoco
 
 
 def build_site(
-    config: Config, *, source: str = "config", reactor: Any = None, metrics: Metrics | None = None
+    config: Config,
+    *,
+    source: str = "config",
+    reactor: Any = None,
+    metrics: Metrics | None = None,
+    backend: Backend | None = None,
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     metrics = metrics or Metrics()
@@ -63,7 +69,13 @@ def build_site(
         except ValueError as error:
             raise ConfigError(source, f"{key}.options", str(error)) from None
         factory = protocol.factory_class(
-            protocol, app=app, options=options, compression=config.compression, reactor=reactor
+            protocol,
+            app=app,
+            options=options,
+            compression=config.compression,
+            reactor=reactor,
+            backend=backend,
+            name=path,
         )
         factory.metrics = metrics.add_app(path, factory)
         _mount(root, path, WebSocketResource(factory))
@@ -83,7 +95,12 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
 
 
 class ServerService(MultiService):
-    """The whole server as a Twisted service: the site listening on ``config.port``."""
+    """
+    The whole server as a Twisted service: the site listening on ``config.port``.
+
+    Its first child is the state backend, so the backend starts before the site listens
+    and stops (e.g. writes the state file) after the site stopped.
+    """
 
     def __init__(self, config: Config, *, source: str = "config", reactor: Any = None) -> None:
         super().__init__()
@@ -91,9 +108,11 @@ class ServerService(MultiService):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
+        self.backend = make_backend(config, reactor=reactor)
+        self.backend.setServiceParent(self)
         self.metrics = Metrics()
         self.site, self.factories = build_site(
-            config, source=source, reactor=reactor, metrics=self.metrics
+            config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
         )
         mount_operations(self.site.resource, self, self.metrics, source=source)
         #: True once :meth:`stopService` has begun: ``/health`` answers 503 from then on.
