@@ -193,7 +193,7 @@ class Twistd:
         )
         self.port = self._wait_for_port()
 
-    def _wait_for_port(self, timeout: float = 20) -> int:
+    def _wait_for_port(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = re.search(r"wsapp serving https?://[\d.]+:(\d+)/", self.output())

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest_twisted
 import websockets
+from autobahn.twisted.websocket import connectWS
+from twisted.internet.defer import Deferred
 
 from tests.conftest import RecordingClient, Server, aio, connect
+from wsapp.client import ClientFactory
 
 
 async def open_counter(server: Server) -> Any:
@@ -24,7 +27,7 @@ async def open_counter(server: Server) -> Any:
 @pytest_twisted.ensureDeferred
 async def test_new_client_gets_state_then_users(server: Server) -> None:
     """On open a client gets the counter's state, then the number of users."""
-    server.factory("/counter").counter.value = 41
+    server.factory("/counter").state.counter.value = 41
     client = await connect(server.url("/counter"))
     assert await client.next_event() == {"type": "state", "value": 41}
     assert await client.next_event() == {"type": "users", "count": 1}
@@ -122,3 +125,37 @@ async def test_websockets_library_client_syncs_with_wsapp_client(server: Server)
     ]
     assert await ours.next_of("state") == {"type": "state", "value": -1}
     assert isinstance(ours, RecordingClient)
+
+
+@pytest_twisted.ensureDeferred
+async def test_counter_client_protocol_tracks_state_in_a_few_lines(server: Server) -> None:
+    """CounterClientProtocol keeps value and users current and sends the actions."""
+    from tests.conftest import the_reactor
+    from wsapp.apps.counter import CounterClientProtocol
+
+    class Client(CounterClientProtocol):
+        def event_state(self, event: dict[str, Any]) -> None:
+            super().event_state(event)
+            if self.value == -1:
+                self.factory.reached.callback(self.users)
+
+    client_factory = ClientFactory(server.url("/counter"), Client, reactor=the_reactor())
+    client_factory.reached = Deferred()
+    connectWS(client_factory)
+    helper = await open_counter(server)
+    for action in ["plus", "minus", "minus"]:
+        helper.send_action(action)
+    client_factory.reached.addTimeout(5, the_reactor())
+    assert await client_factory.reached == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfinished_handshake_changes_nothing(server: Server) -> None:
+    """A peer that leaves mid-handshake never counts as a user and breaks nothing."""
+    watcher = await open_counter(server)
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.sendall(b"GET /counter HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+    raw.close()
+    watcher.send_action("plus")
+    assert await watcher.next_event() == {"type": "state", "value": 1}
+    assert len(server.factory("/counter").registry) == 1

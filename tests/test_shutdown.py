@@ -41,7 +41,7 @@ async def test_stop_closes_clients_with_1001_then_runs_hooks(start_server: Any) 
     server.service.add_shutdown_hook(
         lambda: seen.append((len(server.factory("/counter").registry), server.port))
     )
-    server.factory("/counter").counter.value = 7
+    server.factory("/counter").state.counter.value = 7
     await server.service.stopService()
     assert server.service.shutting_down
     _, code, _ = await ours.factory.closed

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -34,6 +35,7 @@ __all__ = [
     "load",
     "merge",
     "read",
+    "redis_address",
     "resolve_options",
     "server_endpoint",
 ]
@@ -161,6 +163,12 @@ class Config:
     port: str = "tcp:8000"
     apps: Mapping[str, AppConfig] = field(default_factory=_default_apps)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+    #: Where the shared state lives: ``memory`` (this process) or ``redis://host:port/db``.
+    backend: str = "memory"
+    #: Memory backend: JSON file keeping the counters across restarts; empty: not kept.
+    state_file: str = ""
+    #: Memory backend: seconds between two writes of a changed state file.
+    state_interval: float = field(default=1.0, metadata={"range": (0.01, 3600.0)})
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     #: Browser origins allowed to connect, e.g. ``https://example.com`` or
@@ -279,6 +287,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             raise ConfigError(source, key, f"unknown key (expected one of: {_names(fields)})")
         if cls is Config and name == "port":
             values[name] = _convert_port(value, source, key)
+        elif cls is Config and name == "backend":
+            values[name] = _convert_backend(value, source, key)
         elif cls is Config and name == "apps":
             values[name] = _convert_apps(value, source, key)
         else:
@@ -341,6 +351,34 @@ def _convert_port(value: object, source: str, key: str) -> str:
         return endpoint_description(value)
     except ValueError as error:
         raise ConfigError(source, key, str(error)) from None
+
+
+def redis_address(url: str) -> tuple[str, int, int]:
+    """Return ``(host, port, db)`` of a ``redis://host[:port][/db]`` URL, or raise ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"expected memory or redis://host:port/db, got {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("a redis URL takes only host, port and database number")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"invalid port in {url!r}") from None
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"the database must be a number, got {db!r}")
+    return parts.hostname, port, int(db)
+
+
+def _convert_backend(value: object, source: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(source, key, f"expected memory or a redis URL, got {_type_name(value)}")
+    if value != "memory":
+        try:
+            redis_address(value)
+        except ValueError as error:
+            raise ConfigError(source, key, str(error)) from None
+    return value
 
 
 def _convert_apps(value: object, source: str, key: str) -> dict[str, AppConfig]:

@@ -17,6 +17,7 @@ from typing import Any
 from .exceptions import MessageError
 
 __all__ = [
+    "BACKEND_UNAVAILABLE",
     "BINARY_NOT_SUPPORTED",
     "INTERNAL_ERROR",
     "INVALID_ARGUMENT",
@@ -41,6 +42,7 @@ UNKNOWN_ACTION = "unknown-action"
 INVALID_ARGUMENT = "invalid-argument"
 OUT_OF_RANGE = "out-of-range"
 INTERNAL_ERROR = "internal-error"
+BACKEND_UNAVAILABLE = "backend-unavailable"
 RATE_LIMITED = "rate-limited"
 
 _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -4,9 +4,11 @@ The server side: a base protocol that apps subclass, and the factory shared by o
 A :class:`ServerProtocol` turns frames into calls: a JSON text message
 ``{"action": "plus"}`` calls ``action_plus(request)``. Bad input is answered with an error
 event to the sender only; the connection stays open. The :class:`ServerFactory` holds what
-the connections of one app share: the registry of open connections, the counter, the app's
-options, and :meth:`~ServerFactory.broadcast`. Its :class:`~wsapp.guard.Guard` checks each
-handshake and sets the limits every connection applies (README: "Limits and security").
+the connections of one app share: the registry of open connections, the app's options,
+:meth:`~ServerFactory.broadcast` to this process's connections, and ``state``, the app's
+:class:`~wsapp.backends.AppState` (counter, users count, app-wide publish) on the
+configured backend. Its :class:`~wsapp.guard.Guard` checks each handshake and sets the
+limits every connection applies (README: "Limits and security").
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import Any, ClassVar
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from .backends import AppState, Backend
 from .compression import apply_level, server_accept
 from .config import AppConfig, CompressionConfig
 from .exceptions import MessageError
@@ -35,7 +40,8 @@ from .messages import (
     parse_request,
     with_id,
 )
-from .state import Counter, Registry
+from .metrics import AppMetrics, deflate_octets
+from .state import Registry
 
 __all__ = ["ServerFactory", "ServerProtocol"]
 
@@ -96,6 +102,14 @@ class ServerProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        self.factory.metrics.accepted += 1
+        extensions = ", ".join(map(_describe, self.websocket_extensions_in_use)) or "none"
+        log.info(
+            "{peer} GET {path} 101 extensions: {extensions}",
+            peer=self.peer,
+            path=self.http_request_path,
+            extensions=extensions,
+        )
         apply_level(self, self.factory.compression.level)
         limits = self.factory.guard.limits
         if limits.rate:
@@ -104,6 +118,23 @@ class ServerProtocol(WebSocketServerProtocol):
             self.gate = SendGate(self, limits.slow_consumer, self.coalescible_events)
             self.gate.attach(limits.high_water_mark)
         self.factory.registry.add(self)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        self.factory.metrics.rejected += 1
+        log.info(
+            "{peer} GET {path} {status} ({reason})",
+            peer=self.peer,
+            path=getattr(self, "http_request_path", "-"),
+            status=code,
+            reason=reason,
+        )
+        super().failHandshake(reason, code, responseHeaders)
+
+    def _onMessage(self, payload: bytes, isBinary: bool) -> None:
+        metrics = self.factory.metrics
+        metrics.messages_in += 1
+        metrics.bytes_in += len(payload)
+        self.onMessage(payload, isBinary)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         bucket = self._bucket
@@ -119,9 +150,11 @@ class ServerProtocol(WebSocketServerProtocol):
                 raise MessageError(UNKNOWN_ACTION, f"unknown action {request.action!r}")
             handler(request)
         except MessageError as error:
+            self.factory.metrics.error(error.code)
             self.send_event(error_event(error, request_id))
         except Exception:
             log.failure("{peer}: request failed", peer=self.peer)
+            self.factory.metrics.error(INTERNAL_ERROR)
             failed = MessageError(INTERNAL_ERROR, "the server failed to handle this request")
             self.send_event(error_event(failed, request_id))
 
@@ -149,6 +182,7 @@ class ServerProtocol(WebSocketServerProtocol):
         if self.gate is not None:
             self.gate.stopProducing()
         if self.factory.registry.discard(self):
+            self.factory.metrics.closed(code, deflate_octets(self))
             self.onLeave()
 
     def onLeave(self) -> None:
@@ -166,13 +200,54 @@ class ServerProtocol(WebSocketServerProtocol):
             small = len(payload) < self.factory.compression.min_size
             self.sendMessage(payload, doNotCompress=small)
 
+    def sendMessage(
+        self,
+        payload: bytes,
+        isBinary: bool = False,
+        fragmentSize: int | None = None,
+        sync: bool = False,
+        doNotCompress: bool = False,
+    ) -> None:
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        metrics = self.factory.metrics
+        metrics.messages_out += 1
+        metrics.bytes_out += len(payload)
+
     def publish(self, event: Mapping[str, Any], request: Request | None = None) -> None:
-        """Broadcast ``event`` to the app; the copy for ``request``'s sender carries its id."""
-        if request is None or request.id is None:
-            self.factory.broadcast(event)
+        """Publish ``event`` to the whole app; the copy for ``request``'s sender carries its id."""
+        request_id = None if request is None else request.id
+        exclude = None if request_id is None else self
+        reply = None if request_id is None else with_id(event, request_id)
+        self.reply_when(self.factory.state.publish(event, exclude=exclude), reply, request_id)
+
+    # --- backend results (see wsapp.backends) ---
+
+    def reply_when(
+        self,
+        done: Deferred[Any] | None,
+        reply: Mapping[str, Any] | None,
+        request_id: RequestId | None,
+    ) -> None:
+        """Send ``reply`` once ``done`` fires (now if None); if it fails, an error event."""
+        if done is None:
+            if reply is not None:
+                self.send_event(reply)
         else:
-            self.factory.broadcast(event, exclude=self)
-            self.send_event(with_id(event, request.id))
+            done.addCallbacks(
+                self._reply, self.request_failed, callbackArgs=(reply,), errbackArgs=(request_id,)
+            )
+
+    def _reply(self, _: object, reply: Mapping[str, Any] | None) -> None:
+        if reply is not None:
+            self.send_event(reply)
+
+    def request_failed(self, failure: Failure, request_id: RequestId | None = None) -> None:
+        """Errback of a backend call: answer the sender with an error event."""
+        error = failure.value
+        if not isinstance(error, MessageError):
+            log.failure("{peer}: request failed", failure, peer=self.peer)
+            error = MessageError(INTERNAL_ERROR, "the server failed to handle this request")
+        self.send_event(error_event(error, request_id))
 
 
 class ServerFactory(WebSocketServerFactory):
@@ -194,6 +269,8 @@ class ServerFactory(WebSocketServerFactory):
         compression: CompressionConfig | None = None,
         guard: Guard | None = None,
         reactor: IReactorTime | None = None,
+        backend: Backend | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(reactor=reactor)
         app = app or AppConfig(f"{protocol.__module__}:{protocol.__qualname__}")
@@ -201,7 +278,14 @@ class ServerFactory(WebSocketServerFactory):
         self.options: Mapping[str, Any] = {**protocol.default_options, **(options or {})}
         self.compression = compression or CompressionConfig()
         self.registry: Registry[ServerProtocol] = Registry()
-        self.counter = Counter()
+        if backend is None:
+            from .backends.memory import MemoryBackend
+
+            backend = MemoryBackend()
+        #: This app's shared state (counter, users count, publish) on the backend.
+        self.state: AppState = backend.app(name or app.protocol, self)
+        #: This app's counts; :func:`wsapp.service.build_site` puts them in the server's metrics.
+        self.metrics = AppMetrics("", self)
         self.guard = guard or Guard(app_limit=app.max_connections)
         limits = self.guard.limits
         # maxMessagePayloadSize also bounds inflation: autobahn stops decompressing there.
@@ -213,7 +297,8 @@ class ServerFactory(WebSocketServerFactory):
             closeHandshakeTimeout=limits.close_handshake_timeout,
             autoPingInterval=limits.auto_ping_interval,
             autoPingTimeout=limits.auto_ping_timeout,
-            failByDrop=False,  # a limit violation is told with its close code (1009, 1008)
+            # Protocol errors close with a status code (1002, 1007, 1009) the peer can read.
+            failByDrop=False,
             allowNullOrigin=True,
         )
         if self.compression.enabled:
@@ -223,19 +308,23 @@ class ServerFactory(WebSocketServerFactory):
 
     def broadcast(self, event: Mapping[str, Any], *, exclude: ServerProtocol | None = None) -> int:
         """
-        Send ``event`` to every open connection of this app; return how many got it.
+        Send ``event`` to every open connection of this app in this process; return how
+        many got it. :meth:`ServerProtocol.publish` reaches the app's clients on every process.
 
         The event is encoded and framed once. Below ``compression.min_size`` bytes it goes
         out uncompressed on every connection; larger events are compressed per connection
         where deflate was negotiated. A slow consumer (past ``limits.high_water_mark``)
         gets the event through its :class:`~wsapp.guard.SendGate` instead.
         """
-        payload = encode(event)
+        return self.fan_out(encode(event), exclude)
+
+    def fan_out(self, payload: bytes, exclude: ServerProtocol | None = None) -> int:
+        """Send an encoded event to every open connection but ``exclude``, framed once."""
         prepared = self.prepareMessage(
             payload, doNotCompress=len(payload) < self.compression.min_size
         )
-        kind = event.get("type")
-        sent = 0
+        kind = _event_type(payload)
+        sent = framed = 0
         for connection in self.registry:
             if connection is not exclude and connection.state == connection.STATE_OPEN:
                 gate = connection.gate
@@ -244,7 +333,45 @@ class ServerFactory(WebSocketServerFactory):
                 else:
                     connection.sendPreparedMessage(prepared)
                 sent += 1
+                # A deflate connection compresses through sendMessage, which counts it.
+                if prepared.doNotCompress or connection._perMessageCompress is None:
+                    framed += 1
+        metrics = self.metrics
+        metrics.broadcasts += 1
+        metrics.broadcast_recipients += sent
+        metrics.messages_out += framed
+        metrics.bytes_out += framed * len(payload)
         return sent
+
+    # --- backend notifications (see wsapp.backends.StateListener); apps override these ---
+
+    def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
+        """The app's counter became ``value`` (on any process)."""
+
+    def users_changed(self, count: int) -> None:
+        """The app has ``count`` clients over all processes."""
+
+
+def _describe(extension: Any) -> str:
+    """Name a negotiated extension with its LZ77 windows, for the access log."""
+    windows = [
+        f"{side}_max_window_bits={bits}"
+        for side in ("server", "client")
+        if (bits := getattr(extension, f"{side}_max_window_bits", None))
+    ]
+    return "; ".join([extension.EXTENSION_NAME, *windows])
 
 
 ServerProtocol.factory_class = ServerFactory
+
+
+_TYPE_PREFIX = b'{"type":"'
+
+
+def _event_type(payload: bytes) -> str | None:
+    """The ``type`` of an encoded event (which puts it first), for the slow-consumer gate."""
+    if payload.startswith(_TYPE_PREFIX):
+        end = payload.find(b'"', len(_TYPE_PREFIX))
+        if end > 0:
+            return payload[len(_TYPE_PREFIX) : end].decode("utf-8", "replace")
+    return None

@@ -2,7 +2,8 @@
 Build the running server from a :class:`~wsapp.config.Config`.
 
 One Twisted web :class:`~twisted.web.server.Site` on one endpoint serves every mounted
-app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
+app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path,
+and beside them the counter page, ``/health`` and ``/metrics`` (:mod:`wsapp.operations`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .backends import Backend, make_backend
 from .config import Config, resolve_options, server_endpoint
 from .exceptions import ConfigError
 from .guard import Guard, HandshakeSite
 from .limits import ConnectionLimiter
+from .metrics import Metrics
+from .operations import mount_operations
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
 
@@ -49,9 +53,15 @@ def load_protocol(import_path: str, source: str, key: str) -> type[ServerProtoco
 
 
 def build_site(
-    config: Config, *, source: str = "config", reactor: Any = None
+    config: Config,
+    *,
+    source: str = "config",
+    reactor: Any = None,
+    metrics: Metrics | None = None,
+    backend: Backend | None = None,
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
+    metrics = metrics or Metrics()
     root = Resource()
     factories = {}
     limiter = ConnectionLimiter(
@@ -73,7 +83,10 @@ def build_site(
             compression=config.compression,
             guard=guard,
             reactor=reactor,
+            backend=backend,
+            name=path,
         )
+        factory.metrics = metrics.add_app(path, factory)
         _mount(root, path, WebSocketResource(factory))
         factories[path] = factory
     site = HandshakeSite(root, deadline=config.limits.open_handshake_timeout, reactor=reactor)
@@ -95,9 +108,12 @@ class ServerService(MultiService):
     """
     The whole server as a Twisted service: the site listening on ``config.port``.
 
+    Its first child is the state backend, so the backend starts before the site listens
+    and stops (e.g. writes the state file) after the site stopped.
+
     Stopping it (SIGTERM under ``twistd``) stops accepting, closes every WebSocket with
-    1001 (going away), waits up to ``shutdown.grace_period`` seconds for the clients, then
-    runs the hooks of :meth:`add_shutdown_hook` (to persist state, say) in order.
+    1001 (going away), waits up to ``shutdown.grace_period`` seconds for the clients, runs
+    the hooks of :meth:`add_shutdown_hook` in order, then stops the backend.
     """
 
     def __init__(self, config: Config, *, source: str = "config", reactor: Any = None) -> None:
@@ -106,10 +122,17 @@ class ServerService(MultiService):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        #: True once stopping has begun.
-        self.shutting_down = False
+        self.backend = make_backend(config, reactor=reactor)
+        self.backend.setServiceParent(self)
+        self.metrics = Metrics()
         self.shutdown_hooks: list[ShutdownHook] = []
-        self.site, self.factories = build_site(config, source=source, reactor=reactor)
+        self.site, self.factories = build_site(
+            config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
+        )
+        mount_operations(self.site.resource, self, self.metrics, source=source)
+        #: True once :meth:`stopService` has begun: ``/health`` answers 503 from then on.
+        self.stopping = False
+        self._started: float | None = None
         description = server_endpoint(config)
         try:
             endpoint = serverFromString(reactor, description)
@@ -122,12 +145,17 @@ class ServerService(MultiService):
         #: The listening port, once the service has started.
         self.port: Port | None = None
 
+    def startService(self) -> None:
+        self.stopping = False
+        self._started = self.reactor.seconds()
+        super().startService()
+
     def add_shutdown_hook(self, hook: ShutdownHook) -> None:
         """Call ``hook()`` (it may return a Deferred or awaitable) when the server stops."""
         self.shutdown_hooks.append(hook)
 
     def stopService(self) -> Deferred[None]:
-        self.shutting_down = True
+        self.stopping = True
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -139,6 +167,10 @@ class ServerService(MultiService):
             except Exception:
                 log.failure("shutdown hook {hook!r} failed", hook=hook)
         await maybeDeferred(super().stopService)
+
+    def uptime(self) -> float:
+        """Seconds since the service started (0 before)."""
+        return 0.0 if self._started is None else self.reactor.seconds() - self._started
 
     def _listening(self, port: Port) -> None:
         self.port = port

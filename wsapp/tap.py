@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.python import usage
 
 from . import config
-from .exceptions import ConfigError
+from .exceptions import ConfigError, StateFileError
 from .service import ServerService
 
 __all__ = ["Options", "makeService"]
@@ -41,6 +42,15 @@ class Options(usage.Options):
             "[default: the config's port, tcp:8000]",
         ],
         ["compression-level", None, None, "zlib level of permessage-deflate, 1 to 9", int],
+        [
+            "backend",
+            None,
+            None,
+            "Where shared state lives: memory, or redis://host:port/db to share the apps "
+            "between several processes [default: the config's backend, memory]",
+        ],
+        ["state-file", None, None, "Memory backend: keep the counters in this JSON file"],
+        ["app-dir", None, ".", "Folder put first on the import path, for your apps' modules"],
     ]
     optFlags = [["no-compression", None, "Do not accept permessage-deflate"]]
 
@@ -65,6 +75,9 @@ class Options(usage.Options):
             overrides.setdefault("compression", {})["enabled"] = False
         if self["compression-level"] is not None:
             overrides.setdefault("compression", {})["level"] = self["compression-level"]
+        for option in ("backend", "state-file"):
+            if self[option] is not None:
+                overrides[option.replace("-", "_")] = self[option]
         path = self["config"]
         if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
             path = DEFAULT_CONFIG_FILE
@@ -79,7 +92,8 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> MultiService:
     """Build the server from parsed options; a bad app or endpoint exits with one line."""
+    sys.path.insert(0, os.path.abspath(options["app-dir"]))
     try:
         return ServerService(options["wsapp"], source=options["source"])
-    except ConfigError as error:
+    except (ConfigError, StateFileError) as error:
         raise SystemExit(f"twistd wsapp: {error}") from None

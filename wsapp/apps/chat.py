@@ -21,6 +21,6 @@ class ChatProtocol(ServerProtocol):
 
     def action_say(self, request: Request) -> None:
         text = request.text("text", max_length=self.factory.options["max_length"])
-        self.factory.broadcast({"type": "chat", "text": text}, exclude=self)
-        if request.id is not None:
-            self.send_event(with_id({"type": "sent"}, request.id))
+        published = self.factory.state.publish({"type": "chat", "text": text}, exclude=self)
+        reply = None if request.id is None else with_id({"type": "sent"}, request.id)
+        self.reply_when(published, reply, request.id)

@@ -4,6 +4,8 @@ The counter: a number every client sees and changes, and how many clients are on
 Requests: ``{"action": "plus"}``, ``{"action": "minus"}``, ``{"action": "add", "amount": K}``
 and ``{"action": "get"}``. Events: ``{"type": "state", "value": N}`` and
 ``{"type": "users", "count": N}``, the format of the classic synchronization page.
+The counter and the users count live in the factory's backend state, so every process
+behind a load balancer serves the same ones (see :mod:`wsapp.backends`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..client import ClientProtocol
-from ..messages import Request, with_id
-from ..server import ServerProtocol
+from ..messages import Request, RequestId, with_id
+from ..server import ServerFactory, ServerProtocol
 
-__all__ = ["CounterClientProtocol", "CounterProtocol"]
+__all__ = ["CounterClientProtocol", "CounterFactory", "CounterProtocol"]
 
 
 def state_event(value: int) -> dict[str, Any]:
@@ -26,9 +28,20 @@ def users_event(count: int) -> dict[str, Any]:
     return {"type": "users", "count": count}
 
 
+class CounterFactory(ServerFactory):
+    """Sends every counter and users change the backend reports to this process's clients."""
+
+    def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
+        self.broadcast(state_event(value), exclude=exclude)
+
+    def users_changed(self, count: int) -> None:
+        self.broadcast(users_event(count))
+
+
 class CounterProtocol(ServerProtocol):
     """The shared counter; option ``max_amount`` bounds ``add``."""
 
+    factory_class = CounterFactory
     default_options: ClassVar[Mapping[str, Any]] = {"max_amount": 1000}
 
     @classmethod
@@ -38,11 +51,18 @@ class CounterProtocol(ServerProtocol):
 
     def onOpen(self) -> None:
         super().onOpen()
-        self.send_event(state_event(self.factory.counter.value))
-        self.factory.broadcast(users_event(len(self.factory.registry)))
+        reading = self.factory.state.counter_value()
+        reading.addCallbacks(self._send_state, self.request_failed)
+        reading.addCallback(self._count_users)
+
+    def _send_state(self, value: int, request_id: RequestId | None = None) -> None:
+        self.send_event(with_id(state_event(value), request_id))
+
+    def _count_users(self, _: object = None) -> None:
+        self.factory.state.report_users(len(self.factory.registry))
 
     def onLeave(self) -> None:
-        self.factory.broadcast(users_event(len(self.factory.registry)))
+        self._count_users()
 
     def action_plus(self, request: Request) -> None:
         self.change(1, request)
@@ -55,11 +75,31 @@ class CounterProtocol(ServerProtocol):
         self.change(request.integer("amount", low=-bound, high=bound), request)
 
     def action_get(self, request: Request) -> None:
-        self.send_event(with_id(state_event(self.factory.counter.value), request.id))
+        reading = self.factory.state.counter_value()
+        reading.addCallbacks(
+            self._send_state,
+            self.request_failed,
+            callbackArgs=(request.id,),
+            errbackArgs=(request.id,),
+        )
 
     def change(self, amount: int, request: Request | None = None) -> None:
-        """Add ``amount`` to the counter and send the new state to every client."""
-        self.publish(state_event(self.factory.counter.add(amount)), request)
+        """
+        Add ``amount`` to the counter; every client gets the new state, the sender's copy
+        with the request's id. If the backend fails, the sender gets an error event.
+        """
+        request_id = None if request is None else request.id
+        exclude = None if request_id is None else self
+        changing = self.factory.state.counter_add(amount, exclude=exclude)
+        if request_id is None:
+            changing.addErrback(self.request_failed)
+        else:
+            changing.addCallbacks(
+                self._send_state,
+                self.request_failed,
+                callbackArgs=(request_id,),
+                errbackArgs=(request_id,),
+            )
 
 
 class CounterClientProtocol(ClientProtocol):

@@ -13,11 +13,13 @@ from typing import Any, ClassVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from .compression import apply_level, client_offers, client_response_accept
-from .config import CompressionConfig
-from .messages import encode
+from ..compression import apply_level, client_offers, client_response_accept
+from ..config import CompressionConfig
+from ..messages import encode
 
 __all__ = ["ClientFactory", "ClientProtocol"]
 
@@ -38,6 +40,12 @@ class ClientProtocol(WebSocketClientProtocol):
     factory: ClientFactory
     #: True: invalid UTF-8 in a text frame fails the connection (1007), as RFC 6455 asks.
     validate_utf8: ClassVar[bool] = True
+    #: Why the TCP (or TLS) connection ended, once it has.
+    lost_reason: Failure | None = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost_reason = reason
+        super().connectionLost(reason)
 
     def onOpen(self) -> None:
         apply_level(self, self.factory.compression.level)

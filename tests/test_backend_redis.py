@@ -1,0 +1,278 @@
+"""Several ``twistd wsapp`` processes sharing one Redis: one counter, one users count."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, gatherResults
+
+from tests.conftest import BIN, Twistd, connect, sleep
+from wsapp.backends.redis import HEARTBEAT, USERS_TTL
+from wsapp.config import Config
+from wsapp.state import SAFE_INTEGER
+
+#: Seconds within which every process sees the users count of a killed one drop.
+USERS_BOUND = HEARTBEAT + USERS_TTL + 1
+#: Actions each client sends at once in the load test.
+ACTIONS = 100
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` on a free loopback port, persisting every write (AOF, fsync always)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, timeout: float = 10) -> None:
+        log = (self.folder / "redis.out").open("ab")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def command(self, *words: str) -> bytes:
+        """Send one command (e.g. CONFIG SET) and return the raw reply."""
+        request = b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+            connection.sendall(f"*{len(words)}\r\n".encode() + request)
+            return connection.recv(1024)
+
+    def kill(self) -> None:
+        """Kill -9: nothing is written after the last acknowledged command."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server for the test; killed afterwards."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def processes(tmp_path: Path, redis_server: RedisServer) -> Iterator[Any]:
+    """Start ``twistd -n wsapp`` processes on the test's Redis, each in its own folder."""
+    started: list[Twistd] = []
+
+    def start(count: int) -> list[Twistd]:
+        for _ in range(count):
+            folder = tmp_path / f"twistd-{len(started)}"
+            folder.mkdir()
+            port = "tcp:0:interface=127.0.0.1"
+            started.append(Twistd(["--port", port, "--backend", redis_server.url], folder))
+        return started[-count:]
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
+
+
+async def open_counter(process: Twistd) -> Any:
+    """Connect to /counter and wait for the first state event."""
+    client = await connect(process.url("/counter"))
+    await client.next_of("state")
+    return client
+
+
+async def users_becomes(client: Any, count: int, timeout: float) -> None:
+    """Wait until ``client`` is told that ``count`` users are connected."""
+    deadline = time.monotonic() + timeout
+    while (await client.next_of("users", max(0.1, deadline - time.monotonic())))["count"] != count:
+        pass
+
+
+async def reply_to(client: Any, request_id: int | str, timeout: float = 10) -> Any:
+    """Return the event answering request ``request_id`` (its state or its error)."""
+    while True:
+        event = await client.next_event(timeout)
+        if event.get("id") == request_id:
+            return event
+
+
+async def until_served(client: Any, action: str, attempts: int = 200) -> dict[str, Any]:
+    """Repeat ``action`` every 0.1 s (bounded) until it is answered with a state event."""
+    for number in range(attempts):
+        client.send_action(action, id=f"retry-{number}")
+        event = await reply_to(client, f"retry-{number}")
+        if event["type"] == "state":
+            return {"event": event, "tries": number + 1}
+        assert event["error"] == "backend-unavailable", event
+        await sleep(0.1)
+    raise AssertionError(f"{action} was not served again within {attempts} attempts")
+
+
+async def states_seen(client: Any, changes: int, quiet: float = 0.5) -> list[int]:
+    """Collect ``client``'s state values until ``changes`` came and then ``quiet`` s of none."""
+    states: list[int] = []
+    while True:
+        try:
+            event = await client.next_event(quiet if len(states) >= changes else 30)
+        except defer.TimeoutError:
+            return states
+        assert event["type"] != "error", event
+        if event["type"] == "state":
+            states.append(event["value"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_changes_are_exact_on_every_process(
+    processes: Any, redis_server: RedisServer
+) -> None:
+    """20 clients on 3 processes x 100 plus/minus at once: all see every change, end exact."""
+    servers = processes(3)
+    redis_server.command("CONFIG", "SET", "appendfsync", "no")  # load, not durability, here
+    clients = [await open_counter(servers[index % 3]) for index in range(20)]
+    expected = 0
+    for number, client in enumerate(clients):
+        for action in range(ACTIONS):
+            plus = (number + action) % 3 != 0
+            expected += 1 if plus else -1
+            client.send_action("plus" if plus else "minus", id=action)
+    changes = len(clients) * ACTIONS
+    finals = [Deferred.fromCoroutine(states_seen(client, changes)) for client in clients]
+    for states in await gatherResults(finals):
+        assert len(states) == changes, "every client sees every change exactly once"
+        assert states[-1] == expected
+    for client in clients:
+        client.send_action("get", id="final")
+        assert await reply_to(client, "final") == {
+            "type": "state",
+            "value": expected,
+            "id": "final",
+        }
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_count_is_the_sum_and_drops_a_killed_process(processes: Any) -> None:
+    """Users count the clients of all processes; a kill -9'd process stops counting in time."""
+    first, second = processes(2)
+    watcher = await open_counter(first)
+    others = [await open_counter(second) for _ in range(3)]
+    await users_becomes(watcher, 4, timeout=5)
+    await users_becomes(others[0], 4, timeout=5)
+    second.process.kill()
+    second.process.wait()
+    started = time.monotonic()
+    await users_becomes(watcher, 1, timeout=USERS_BOUND + 2)
+    assert time.monotonic() - started <= USERS_BOUND + 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_restart_errors_then_resumes_without_losing_acknowledged_changes(
+    processes: Any, redis_server: RedisServer
+) -> None:
+    """Redis killed: actions get backend-unavailable; restarted: all resume, acked plus kept."""
+    first, second = processes(2)
+    sender = await open_counter(first)
+    other = await open_counter(second)
+    for number in range(200):
+        sender.send_action("plus", id=number)
+    answers: dict[int, str] = {}
+    while len(answers) < 200:  # Redis dies (usually) while this batch is being applied
+        event = await sender.next_event()
+        if "id" in event:
+            answers[event["id"]] = event.get("error", event["type"])
+            if len(answers) == 1:
+                redis_server.kill()
+    errors = [number for number, answer in answers.items() if answer != "state"]
+    assert {answers[number] for number in errors} <= {"backend-unavailable"}
+    acknowledged, sent = len(answers) - len(errors), 200
+    for number in range(200, 300):  # bounded: until an error shows, if none did yet
+        if errors:
+            break
+        sender.send_action("plus", id=number)
+        sent += 1
+        event = await reply_to(sender, number)
+        if event["type"] == "error":
+            assert event["error"] == "backend-unavailable", event
+            errors.append(number)
+        else:
+            acknowledged += 1
+        await sleep(0.05)
+    assert errors
+    assert sender.state == sender.STATE_OPEN and other.state == other.STATE_OPEN
+    redis_server.start()
+    resumed = await until_served(sender, "plus")
+    sent += resumed["tries"]
+    value = resumed["event"]["value"]
+    assert acknowledged + 1 <= value <= sent
+    assert (await until_served(other, "get"))["event"]["value"] == value
+
+
+@pytest_twisted.ensureDeferred
+async def test_counter_range_is_enforced_atomically_in_redis(
+    processes: Any, redis_server: RedisServer
+) -> None:
+    """At the edge of the safe range a plus is refused with out-of-range and changes nothing."""
+    (server,) = processes(1)
+    redis_server.command("SET", "wsapp:/counter:counter", str(SAFE_INTEGER - 1))
+    client = await open_counter(server)
+    client.send_action("plus", id=1)
+    assert await reply_to(client, 1) == {"type": "state", "value": SAFE_INTEGER, "id": 1}
+    client.send_action("plus", id=2)
+    assert (await reply_to(client, 2))["error"] == "out-of-range"
+    assert redis_server.command("GET", "wsapp:/counter:counter").split()[-1] == b"9007199254740991"
+
+
+def test_bad_backend_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    """An unusable --backend stops twistd with one line naming the option and the problem."""
+    result = subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "wsapp", "--backend", "redis://host:port"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "twistd wsapp: command line: backend: invalid port in 'redis://host:port'"
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_process_server_on_the_asyncio_reactor(
+    start_server: Any, redis_server: RedisServer
+) -> None:
+    """The Redis backend also runs in-process on Twisted's asyncio reactor (as the tests do)."""
+    server = start_server(Config(backend=redis_server.url))
+    first = await connect(server.url("/counter"))
+    second = await connect(server.url("/chat"))
+    third = await connect(server.url("/chat"))
+    assert (await until_served(first, "plus"))["event"]["value"] == 1
+    second.send_action("say", text="héllo", id="s")
+    assert await reply_to(second, "s") == {"type": "sent", "id": "s"}
+    assert await third.next_of("chat") == {"type": "chat", "text": "héllo"}
