@@ -24,7 +24,6 @@ from wsapp.messages import (
     INVALID_UTF8,
     UNKNOWN_ACTION,
 )
-from wsapp.server import ServerFactory
 
 CLIENT_ERRORS = {
     BINARY_NOT_SUPPORTED,
@@ -85,10 +84,12 @@ def expected_change(is_binary: bool, payload: bytes) -> int:
     }.get(data.get("action"), 0)  # type: ignore[arg-type]
 
 
-def open_in_memory() -> tuple[Any, StringTransport, ServerFactory]:
+def open_in_memory() -> tuple[Any, StringTransport, Any]:
     """A counter connection past its opening handshake, on an in-memory transport."""
     guard = Guard(Config(limits=LimitsConfig(rate=0)))
-    factory = ServerFactory(CounterProtocol, guard=guard, reactor=MemoryReactorClock())
+    factory = CounterProtocol.factory_class(
+        CounterProtocol, guard=guard, reactor=MemoryReactorClock()
+    )
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     protocol = factory.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer)

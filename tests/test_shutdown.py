@@ -43,7 +43,7 @@ async def test_stop_closes_clients_with_1001_then_runs_hooks(start_server: Any) 
     )
     server.factory("/counter").state.counter.value = 7
     await server.service.stopService()
-    assert server.service.shutting_down
+    assert server.service.stopping
     _, code, _ = await ours.factory.closed
     assert code == 1001
     assert await aio(theirs) == 1001
