@@ -98,10 +98,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m wsapp.bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks that it works")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    parser.add_argument("--workloads", default="", help="comma-separated subset [default: all]")
+    parser.add_argument("--modes", default=",".join(MODES), help="plain, deflate or both")
     parser.add_argument("--json", default="bench-results.json", help="where to write results")
     parser.add_argument(
         "--tiers",
@@ -111,21 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="broadcast tiers 100,1000,5000")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     args = parser.parse_args(argv)
-    servers = [name for name in args.servers.split(",") if name]
-    unknown = set(servers) - set(SERVERS)
-    if unknown:
-        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    args.servers = [name for name in args.servers.split(",") if name]
+    args.modes = [mode for mode in args.modes.split(",") if mode]
+    groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
+    known = {workload.name for group in groups for workload in group}
+    chosen = set(args.workloads.split(",")) - {""} or known
+    for kind, names, allowed in [
+        ("servers", set(args.servers), set(SERVERS)),
+        ("modes", set(args.modes), set(MODES)),
+        ("workloads", chosen, known),
+    ]:
+        if names - allowed:
+            parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
+    args.groups = [[w for w in group if w.name in chosen] for group in groups]
+    args.groups = [group for group in args.groups if group]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    servers, groups = args.servers, args.groups
     limit = raise_open_files_limit()
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     server_cpus, load_cpus = ({0}, {1}) if pin else (None, None)
     results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in servers}
-    groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
-    steps = sum(len(group) for group in groups) * len(MODES) * len(servers)
+    steps = sum(len(group) for group in groups) * len(args.modes) * len(servers)
     step = 0
     started = time.monotonic()
     print(f"wsapp.bench: {', '.join(servers)}; open-files limit {limit}", flush=True)
     for group in groups:
-        for mode in MODES:
+        for mode in args.modes:
             for name in servers:
                 # memory needs a fresh process per mode; the others share one per group
                 server = RunningServer(name, server_cpus)

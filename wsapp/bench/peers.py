@@ -112,8 +112,9 @@ def serve_websockets(port: int) -> None:
         await (echo if websocket.request.path == "/echo" else counter)(websocket)
 
     async def main() -> None:
-        # Keepalive pings are off: the other servers send none either.
-        async with serve(handler, "127.0.0.1", port, ping_interval=None):
+        # Keepalive pings and the opening-handshake timeout are off, as in the other servers:
+        # while thousands of clients join, a handshake may wait its turn for seconds.
+        async with serve(handler, "127.0.0.1", port, ping_interval=None, open_timeout=None):
             await asyncio.get_running_loop().create_future()
 
     asyncio.run(main())

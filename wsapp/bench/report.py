@@ -89,6 +89,8 @@ def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
     header += [*servers, "client CPU %"]
     lines = [header]
     for label, mode, better, values, cpu in rows(results, servers):
+        if all(value is None for value in values.values()):
+            continue
         line = [label, mode, better]
         if ours:
             for peer in peers:
