@@ -13,7 +13,7 @@ from autobahn.nvx._xormasker import create_xor_masker as nvx_masker
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import Server, aio
-from wsapp.bench.load import handshake_request, masked_frame
+from wsapp.bench.wire import handshake_request, masked_frame
 from wsapp.fastpath import SMALL_FRAME, _SmallFrameUnmasker
 
 
