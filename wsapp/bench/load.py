@@ -19,6 +19,13 @@ from typing import Any
 from .wire import Connection, Loop, masked_frame, server_cpu, server_rss
 
 
+def running(end: float, done: int, args: argparse.Namespace) -> bool:
+    """Whether to go on: until ``end`` and ``max_messages``, but past ``end`` until one is done."""
+    if done >= args.max_messages:
+        return False
+    return time.monotonic() < (end if done else end + args.timeout)
+
+
 def progress(text: str) -> None:
     print(f"    {text}", file=sys.stderr, flush=True)
 
@@ -66,7 +73,7 @@ def echo(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
         connection.sock.send(frame * args.inflight)
     measure.start()
     end = time.monotonic() + args.duration
-    while time.monotonic() < end and done < args.max_messages:
+    while running(end, done, args):
         loop.poll(0.1, on_read)
     result = measure.stop(done)
     result["per_second"] = done / result["seconds"]
@@ -90,7 +97,7 @@ def handshakes(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
 
     measure.start()
     end = time.monotonic() + args.duration
-    while time.monotonic() < end and done < args.max_messages:
+    while running(end, done, args):
         while len(loop.connections) < args.clients:
             loop.connect("/echo", args.deflate)
         loop.poll(0.1, on_read)
@@ -157,7 +164,7 @@ def fanout(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
         measure.start()
         rounds = 0
         end = min(time.monotonic() + args.duration, deadline)
-        while time.monotonic() < end and rounds < args.max_messages:
+        while running(end, rounds, args):
             rounds += 1
             waiting = tier
             started = time.perf_counter()
