@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -27,6 +27,7 @@ from .backends import AppState, Backend
 from .compression import apply_level, server_accept
 from .config import AppConfig, CompressionConfig
 from .exceptions import MessageError
+from .fastpath import FastServerProtocol
 from .guard import POLICY_VIOLATION, Guard, SendGate
 from .limits import TokenBucket
 from .messages import (
@@ -48,7 +49,7 @@ __all__ = ["ServerFactory", "ServerProtocol"]
 log = Logger()
 
 
-class ServerProtocol(WebSocketServerProtocol):
+class ServerProtocol(FastServerProtocol):
     """
     Base class of wsapp server apps: JSON requests in, JSON events out.
 

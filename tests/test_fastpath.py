@@ -1,0 +1,72 @@
+"""The server's fast paths send exactly the frames autobahn would, in order."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import pytest
+import pytest_twisted
+import websockets
+from autobahn.nvx._xormasker import create_xor_masker as nvx_masker
+from twisted.internet.threads import deferToThread
+
+from tests.conftest import Server, aio
+from wsapp.bench.wire import handshake_request, masked_frame
+from wsapp.fastpath import SMALL_FRAME, _SmallFrameUnmasker
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 17, 125, 126, SMALL_FRAME - 1])
+def test_small_frame_unmasker_matches_autobahn(size: int) -> None:
+    """Unmasking in pieces gives the bytes autobahn's NVX masker gives."""
+    for split in (0, 1, 2, 3, 5, size):
+        mask, data = os.urandom(4), os.urandom(size)
+        ours, theirs = _SmallFrameUnmasker(mask), nvx_masker(mask, size)
+        assert ours.process(data[:split]) + ours.process(data[split:]) == theirs.process(
+            data[:split]
+        ) + theirs.process(data[split:])
+        assert ours.pointer() == size
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+@pytest_twisted.ensureDeferred
+async def test_echo_at_frame_length_boundaries(server: Server, compression: Any) -> None:
+    """Messages around each frame-length encoding come back whole, with and without deflate."""
+    sizes = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+
+    async def echo_all() -> list[bytes]:
+        url = server.url("/echo")
+        async with websockets.connect(url, compression=compression, max_size=None) as ws:
+            replies = []
+            for size in sizes:
+                await ws.send(b"\x01" * size)
+                replies.append(await ws.recv())
+            return replies
+
+    replies = await aio(echo_all())
+    assert [len(reply) for reply in replies] == sizes
+    assert all(set(reply) <= {1} for reply in replies)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    """Twenty frames in one TCP write get twenty replies, in the order they were sent."""
+    frames = [masked_frame(f'{{"n":{n}}}'.encode()) for n in range(20)]
+    expected = b"".join(
+        bytes((0x81, len(f) - 6)) + f'{{"n":{n}}}'.encode() for n, f in enumerate(frames)
+    )
+
+    def exchange() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(handshake_request("/echo", deflate=False))
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(4096)
+            received = received.partition(b"\r\n\r\n")[2]
+            sock.sendall(b"".join(frames))
+            while len(received) < len(expected):
+                received += sock.recv(65536)
+            return received
+
+    assert await deferToThread(exchange) == expected

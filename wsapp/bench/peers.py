@@ -1,0 +1,126 @@
+"""
+The peers wsapp is measured against, each serving the counter on ``/counter`` and echo on
+``/echo``: ``python -m wsapp.bench.peers autobahn|websockets PORT``.
+
+Both speak wsapp's counter protocol (``{"action": "plus"}`` in; ``{"type": "state", ...}``
+and ``{"type": "users", ...}`` out, broadcast to every client) and accept permessage-deflate
+with their library's defaults. They are written the way each library's documentation shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def state_event(value: int) -> str:
+    return json.dumps({"type": "state", "value": value})
+
+
+def users_event(count: int) -> str:
+    return json.dumps({"type": "users", "count": count})
+
+
+def serve_autobahn(port: int) -> None:
+    """A bare Autobahn/Twisted server: one factory, prepared messages for broadcasts."""
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+    from twisted.internet import reactor as installed
+
+    reactor: Any = installed
+
+    class Protocol(WebSocketServerProtocol):
+        factory: Factory
+
+        def onConnect(self, request: Any) -> None:
+            self.path = request.path
+
+        def onOpen(self) -> None:
+            if self.path == "/counter":
+                self.factory.clients.add(self)
+                self.sendMessage(state_event(self.factory.value).encode())
+                self.factory.broadcast(users_event(len(self.factory.clients)))
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            if self.path == "/echo":
+                self.sendMessage(payload, isBinary)
+                return
+            action = json.loads(payload)["action"]
+            self.factory.value += {"plus": 1, "minus": -1}[action]
+            self.factory.broadcast(state_event(self.factory.value))
+
+        def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+            if self in self.factory.clients:
+                self.factory.clients.discard(self)
+                self.factory.broadcast(users_event(len(self.factory.clients)))
+
+    class Factory(WebSocketServerFactory):
+        protocol = Protocol  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.clients: set[Protocol] = set()
+            self.value = 0
+
+        def broadcast(self, message: str) -> None:
+            prepared = self.prepareMessage(message.encode())
+            for client in self.clients:
+                client.sendPreparedMessage(prepared)
+
+    def accept(offers: list[Any]) -> Any:
+        for offer in offers:
+            if isinstance(offer, PerMessageDeflateOffer):
+                return PerMessageDeflateOfferAccept(offer)
+        return None
+
+    factory = Factory()
+    factory.setProtocolOptions(perMessageCompressionAccept=accept)
+    reactor.listenTCP(port, factory, interface="127.0.0.1")
+    reactor.run()
+
+
+def serve_websockets(port: int) -> None:
+    """The websockets library's counter (its synchronization example), plus echo."""
+    import asyncio
+
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+    clients: set[ServerConnection] = set()
+    value = 0
+
+    async def counter(websocket: ServerConnection) -> None:
+        nonlocal value
+        try:
+            clients.add(websocket)
+            broadcast(clients, users_event(len(clients)))
+            await websocket.send(state_event(value))
+            async for message in websocket:
+                event = json.loads(message)
+                value += {"plus": 1, "minus": -1}[event["action"]]
+                broadcast(clients, state_event(value))
+        finally:
+            clients.remove(websocket)
+            broadcast(clients, users_event(len(clients)))
+
+    async def echo(websocket: ServerConnection) -> None:
+        async for message in websocket:
+            await websocket.send(message)
+
+    async def handler(websocket: ServerConnection) -> None:
+        assert websocket.request is not None
+        await (echo if websocket.request.path == "/echo" else counter)(websocket)
+
+    async def main() -> None:
+        # Keepalive pings and the opening-handshake timeout are off, as in the other servers:
+        # while thousands of clients join, a handshake may wait its turn for seconds.
+        async with serve(handler, "127.0.0.1", port, ping_interval=None, open_timeout=None):
+            await asyncio.get_running_loop().create_future()
+
+    asyncio.run(main())
+
+
+PEERS = {"autobahn": serve_autobahn, "websockets": serve_websockets}
+
+if __name__ == "__main__":
+    PEERS[sys.argv[1]](int(sys.argv[2]))

@@ -1,0 +1,89 @@
+"""Start and stop the servers under test, each its own process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["SERVERS", "RunningServer", "free_port"]
+
+BIN = Path(sys.executable).parent
+
+
+def _wsapp(port: int) -> list[str]:
+    # The shipped configuration: run outside any folder holding a config.yaml, so
+    # twistd uses the built-in defaults, which are the values of the shipped config.yaml.
+    return [
+        str(BIN / "twistd"),
+        "-n",
+        "--pidfile=",
+        "wsapp",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+    ]
+
+
+def _peer(name: str) -> object:
+    return lambda port: [sys.executable, "-m", "wsapp.bench.peers", name, str(port)]
+
+
+#: Command line of each server by name, given its port.
+SERVERS = {
+    "wsapp": _wsapp,
+    "websockets": _peer("websockets"),
+    "autobahn": _peer("autobahn"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RunningServer:
+    """One server process, pinned to ``cpus`` when given; stop it with :meth:`stop`."""
+
+    def __init__(self, name: str, cpus: set[int] | None, timeout: float = 30) -> None:
+        self.name = name
+        self.port = free_port()
+        self.workdir = tempfile.TemporaryDirectory(prefix=f"wsapp-bench-{name}-")
+        self.log = Path(self.workdir.name) / "server.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                SERVERS[name](self.port),  # type: ignore[operator]
+                cwd=self.workdir.name,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.pid = self.process.pid
+        if cpus:
+            os.sched_setaffinity(self.pid, cpus)
+        self._wait(timeout)
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text(errors='replace')}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not listen on port {self.port} in {timeout} s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.workdir.cleanup()
