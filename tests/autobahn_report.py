@@ -78,10 +78,13 @@ def _order(case_id: str) -> list[int]:
 
 
 def read_results(folder: Path) -> list[CaseResult]:
-    """Return the cases of the one agent in ``folder/index.json``, in case order."""
+    """
+    Return the cases in ``folder/index.json``, in case order.
+
+    The index groups cases by the peer's agent name, taken from its handshake; a case that
+    could not connect is filed under the peer's address instead, so every group is read.
+    """
     index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    assert len(index) == 1, f"expected one agent in {folder}/index.json, got {list(index)}"
-    (cases,) = index.values()
     results = [
         CaseResult(
             case_id,
@@ -90,6 +93,7 @@ def read_results(folder: Path) -> list[CaseResult]:
             case["duration"],
             folder / case["reportfile"],
         )
+        for cases in index.values()
         for case_id, case in cases.items()
     ]
     return sorted(results, key=lambda result: _order(result.case_id))

@@ -93,6 +93,7 @@ def test_server_passes_the_whole_testsuite(twistd: Any, record_property: Any) ->
     folder = fresh(OUTPUT / "autobahn" / "servers")
     started = time.monotonic()
     run_against_server(server.url("/echo"), folder, [])
+    assert server.process.poll() is None, f"twistd exited during the run:\n{server.output()}"
     judge("wsapp server (twistd -n wsapp, /echo)", folder, record_property, started)
     check_twistd(server)
 
@@ -103,6 +104,7 @@ def test_server_passes_sample_cases(twistd: Any, record_property: Any) -> None:
     folder = fresh(OUTPUT / "autobahn" / "servers-sample")
     started = time.monotonic()
     run_against_server(server.url("/echo"), folder, SAMPLE)
+    assert server.process.poll() is None, f"twistd exited during the run:\n{server.output()}"
     results = judge("wsapp server, sample", folder, record_property, started)
     assert [result.case_id for result in results] == SAMPLE
     check_twistd(server)
