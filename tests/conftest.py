@@ -238,3 +238,15 @@ def twistd(tmp_path: Path) -> Iterator[Any]:
         if process.process.poll() is None:
             process.process.kill()
             process.process.wait()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the texts tests recorded as ``summary`` (the Autobahn TestSuite's tables)."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, text in getattr(report, "user_properties", ()):
+                if name == "summary":
+                    terminalreporter.write_sep("-", report.nodeid)
+                    terminalreporter.write_line(text)

@@ -14,7 +14,9 @@ class EchoProtocol(ServerProtocol):
     validate_utf8 = True
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.sendMessage(payload, isBinary)
+        # A message can still arrive once closing began; nothing may be sent then.
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload, isBinary)
 
 
 class EchoClientProtocol(ClientProtocol):
@@ -23,4 +25,6 @@ class EchoClientProtocol(ClientProtocol):
     validate_utf8 = True
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.sendMessage(payload, isBinary)
+        # A message can still arrive once closing began; nothing may be sent then.
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload, isBinary)

@@ -101,6 +101,9 @@ class ClientFactory(WebSocketClientFactory):
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_frame_size,
             utf8validateIncoming=protocol.validate_utf8,
+            # On a protocol error, send a close frame after what was already queued instead
+            # of aborting the TCP connection, which would discard queued messages.
+            failByDrop=False,
         )
         if self.compression.enabled:
             self.setProtocolOptions(
