@@ -15,9 +15,18 @@ __all__ = ["SERVERS", "RunningServer", "free_port"]
 BIN = Path(sys.executable).parent
 
 
+#: The shipped configuration but for two limits that every benchmark client, all on
+#: 127.0.0.1, would hit: connections per address, and requests per second per connection.
+WSAPP_CONFIG = """\
+limits:
+  max_connections_per_address: 1000000
+  rate: 0
+"""
+
+
 def _wsapp(port: int) -> list[str]:
-    # The shipped configuration: run outside any folder holding a config.yaml, so
-    # twistd uses the built-in defaults, which are the values of the shipped config.yaml.
+    # Run in a folder whose config.yaml holds only WSAPP_CONFIG, over the built-in defaults
+    # (the values of the shipped config.yaml).
     return [
         str(BIN / "twistd"),
         "-n",
@@ -54,6 +63,8 @@ class RunningServer:
         self.port = free_port()
         self.workdir = tempfile.TemporaryDirectory(prefix=f"wsapp-bench-{name}-")
         self.log = Path(self.workdir.name) / "server.log"
+        if name == "wsapp":
+            (Path(self.workdir.name) / "config.yaml").write_text(WSAPP_CONFIG)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 SERVERS[name](self.port),  # type: ignore[operator]
