@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest_twisted
 
-from tests.conftest import aio, connect, sleep
+from tests.conftest import RecordingClient, aio, connect, sleep
 from tests.rawws import open_raw, upgrade_request
 from wsapp.config import Config, LimitsConfig
 
@@ -102,3 +102,26 @@ async def test_silent_tcp_connection_is_dropped(start_server: Any) -> None:
             writer.close()
 
     assert await aio(silent()) < 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_auto_ping_waits_for_a_quiet_interval(start_server: Any) -> None:
+    """A client busy sending is not pinged; once it has been quiet a whole interval, it is."""
+
+    class PingRecorder(RecordingClient):
+        pings: list[float]
+
+        def onPing(self, payload: bytes) -> None:
+            self.pings.append(time.monotonic())
+            super().onPing(payload)
+
+    server = start_server(Config(limits=LimitsConfig(auto_ping_interval=1, rate=0)))
+    client = await connect(server.url("/counter"), PingRecorder)
+    client.pings = []
+    busy_until = time.monotonic() + 2.5
+    while time.monotonic() < busy_until:
+        client.send_action("get")
+        await sleep(0.1)
+    assert client.pings == []
+    await sleep(2.5)
+    assert client.pings and client.pings[0] >= busy_until + 0.5

@@ -80,6 +80,9 @@ class ServerProtocol(FastServerProtocol):
     _admitted = False
     _bucket: TokenBucket | None = None
     gate: SendGate | None = None
+    #: Reactor time of the last bytes received: auto-pings wait for a quiet interval.
+    _last_received = 0.0
+    autoPingInterval: float  # copied from the factory by autobahn
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -93,6 +96,22 @@ class ServerProtocol(FastServerProtocol):
         401 without a token and 403 with one.
         """
         return self.factory.guard.token_valid(token)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._last_received = self.factory.reactor.seconds()
+        super().dataReceived(data)
+
+    def _sendAutoPing(self) -> None:
+        # autobahn pings every interval, even in the middle of a peer's long transfer, and
+        # some peers give up on a message interrupted that way. Ping only a connection
+        # that has sent nothing for a whole interval: that is the one that may be dead.
+        quiet = self.factory.reactor.seconds() - self._last_received
+        if quiet < self.autoPingInterval:
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(
+                self.autoPingInterval - quiet, self._sendAutoPing
+            )
+        else:
+            super()._sendAutoPing()
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         self.factory.guard.admit(self, request)
