@@ -223,6 +223,17 @@ class Twistd:
             raise
 
 
+def run_twistd(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``twistd -n wsapp ARGS`` to its end (a startup error, say) and capture its output."""
+    return subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "wsapp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def twistd(tmp_path: Path) -> Iterator[Any]:
     """Start ``twistd -n wsapp ARGS`` in a temporary folder; killed after the test."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.conftest import BIN, Server, Twistd, connect
+from tests.conftest import Server, Twistd, connect, run_twistd
 from wsapp.backends.memory import MemoryBackend
 from wsapp.backends.statefile import load_counters, save_counters
 from wsapp.exceptions import StateFileError
@@ -123,13 +122,7 @@ def test_corrupt_state_file_stops_twistd_with_one_line(tmp_path: Path) -> None:
     """twistd refuses to start on a corrupt state file: exit 1, one line naming the file."""
     state = tmp_path / "state.json"
     state.write_text("{truncated")
-    result = subprocess.run(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "wsapp", "--state-file", str(state)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_twistd(tmp_path, "--state-file", str(state), timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"twistd wsapp: {state}: corrupt state file: not valid JSON"

@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults
 
-from tests.conftest import BIN, Twistd, connect, sleep
+from tests.conftest import Twistd, connect, run_twistd, sleep
 from wsapp.backends.redis import HEARTBEAT, USERS_TTL
 from wsapp.config import Config
 from wsapp.state import SAFE_INTEGER
@@ -250,13 +250,7 @@ async def test_counter_range_is_enforced_atomically_in_redis(
 
 def test_bad_backend_is_one_line_naming_the_option(tmp_path: Path) -> None:
     """An unusable --backend stops twistd with one line naming the option and the problem."""
-    result = subprocess.run(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "wsapp", "--backend", "redis://host:port"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_twistd(tmp_path, "--backend", "redis://host:port", timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "twistd wsapp: command line: backend: invalid port in 'redis://host:port'"

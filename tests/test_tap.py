@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.conftest import BIN
+from tests.conftest import BIN, run_twistd
 from wsapp.config import AppConfig, CompressionConfig
 from wsapp.tap import Options
 
@@ -53,16 +53,6 @@ def test_config_option_names_another_file(tmp_path: Path, monkeypatch: Any) -> N
     assert parse()["source"] == "built-in defaults"
     (tmp_path / "other.yaml").write_text("port: 9003\n")
     assert parse("--config", "other.yaml")["wsapp"].port == "tcp:9003"
-
-
-def run_twistd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "wsapp", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(
