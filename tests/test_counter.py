@@ -11,7 +11,7 @@ import websockets
 from autobahn.twisted.websocket import connectWS
 from twisted.internet.defer import Deferred, gatherResults
 
-from tests.conftest import RecordingClient, Server, aio, connect
+from tests.conftest import RecordingClient, Server, aio, connect, sleep, the_reactor
 from wsapp.client import ClientFactory
 from wsapp.config import AppConfig, Config
 
@@ -63,6 +63,26 @@ async def test_users_count_rises_and_falls(server: Server) -> None:
     second.sendClose()
     await second.factory.closed
     assert await first.next_of("users") == {"type": "users", "count": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_change_during_a_slow_first_read_is_not_undone(server: Server) -> None:
+    """A change broadcast while a new client's first state is read wins over that reading."""
+    watcher = await open_counter(server)
+    state = server.factory("/counter").state
+
+    def slow_value() -> Deferred[int]:  # reads take a while on Redis
+        reading: Deferred[int] = Deferred()
+        the_reactor().callLater(0.3, reading.callback, state.counter.value)
+        return reading
+
+    state.counter_value = slow_value
+    newcomer = await connect(server.url("/counter"))
+    watcher.send_action("plus")
+    assert await newcomer.next_event() == {"type": "state", "value": 1}
+    assert await newcomer.next_event() == {"type": "users", "count": 2}
+    await sleep(0.3)
+    assert newcomer.events.pending == []
 
 
 @pytest_twisted.ensureDeferred

@@ -35,6 +35,12 @@ class CounterFactory(ServerFactory):
     """Sends every counter and users change the backend reports to this process's clients."""
 
     _users_throttle: Throttle | None = None
+    #: Counter changes this process has broadcast.
+    changes = 0
+
+    def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
+        self.changes += 1
+        self.broadcast(state_event(value), exclude=exclude)
 
     def count_users(self) -> None:
         """Report this process's users count, at most once per ``users_interval`` seconds."""
@@ -50,9 +56,6 @@ class CounterFactory(ServerFactory):
         assert self._users_throttle is not None
         self._users_throttle.ran(self.reactor.seconds())
         self.state.report_users(len(self.registry))
-
-    def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
-        self.broadcast(state_event(value), exclude=exclude)
 
     def users_changed(self, count: int) -> None:
         self.broadcast(users_event(count))
@@ -77,9 +80,16 @@ class CounterProtocol(ServerProtocol):
 
     def onOpen(self) -> None:
         super().onOpen()
+        changes = self.factory.changes
         reading = self.factory.state.counter_value()
-        reading.addCallbacks(self._send_state, self.request_failed)
+        reading.addCallbacks(self._send_first_state, self.request_failed, callbackArgs=(changes,))
         reading.addCallback(lambda _: self.factory.count_users())
+
+    def _send_first_state(self, value: int, changes: int) -> None:
+        # A change broadcast while the backend was reading (Redis) reached this client
+        # already and is at least as new as the value read: sending that would go back.
+        if self.factory.changes == changes:
+            self._send_state(value)
 
     def _send_state(self, value: int, request_id: RequestId | None = None) -> None:
         self.send_event(with_id(state_event(value), request_id))
