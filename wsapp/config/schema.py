@@ -1,0 +1,158 @@
+"""
+The configuration's shape: frozen dataclasses, one per section of ``config.yaml``.
+
+Each field's default is the production value; ranges and choices are in the field's
+metadata, checked by :mod:`wsapp.config.loading`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AppConfig",
+    "AuthConfig",
+    "CompressionConfig",
+    "Config",
+    "LimitsConfig",
+    "ShutdownConfig",
+    "TlsConfig",
+]
+
+MiB = 1 << 20
+
+
+def _bounded(default: float, low: float, high: float) -> Any:
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": (default, *choices)})
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """permessage-deflate (RFC 7692) settings, for the server's accepts and the client's offers."""
+
+    enabled: bool = True
+    #: zlib compression level, 1 (fastest) to 9 (smallest).
+    level: int = _bounded(6, 1, 9)
+    #: zlib memory level of each compressor, 1 to 9; 5 keeps a compressor near 64 KiB.
+    memory_level: int = _bounded(5, 1, 9)
+    #: LZ77 window of server-to-client messages, 9 to 15 bits.
+    server_max_window_bits: int = _bounded(12, 9, 15)
+    #: LZ77 window requested for client-to-server messages, 9 to 15 bits.
+    client_max_window_bits: int = _bounded(15, 9, 15)
+    server_no_context_takeover: bool = False
+    client_no_context_takeover: bool = False
+    #: Messages shorter than this many bytes are sent uncompressed (and framed only once
+    #: per broadcast): deflate gains nothing on them and costs a compressor each.
+    min_size: int = _bounded(256, 0, 1 << 31)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One WebSocket application mounted on a URL path."""
+
+    #: ``"package.module:ProtocolClass"``, a :class:`wsapp.server.ServerProtocol` subclass.
+    protocol: str
+    #: Largest message accepted, after reassembly and decompression (bytes).
+    max_message_size: int = _bounded(64 * 1024, 1, 1 << 31)
+    #: Largest single frame accepted (bytes).
+    max_frame_size: int = _bounded(64 * 1024, 1, 1 << 31)
+    #: Most open connections of this app; 0: only ``limits.max_connections`` applies.
+    max_connections: int = _bounded(0, 0, 1 << 31)
+    #: Options of the protocol class, checked against its ``default_options``.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _default_apps() -> dict[str, AppConfig]:
+    return {
+        "/counter": AppConfig("wsapp.apps.counter:CounterProtocol"),
+        "/echo": AppConfig(
+            "wsapp.apps.echo:EchoProtocol", max_message_size=16 * MiB, max_frame_size=16 * MiB
+        ),
+        "/chat": AppConfig("wsapp.apps.chat:ChatProtocol"),
+        "/clock": AppConfig("wsapp.apps.clock:ClockProtocol"),
+    }
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Limits that keep one client from harming the others; see README "Limits and security"."""
+
+    #: Most open WebSocket connections of the whole server (HTTP 503 beyond).
+    max_connections: int = _bounded(10_000, 1, 1 << 31)
+    #: Most open WebSocket connections from one client address (HTTP 429 beyond).
+    max_connections_per_address: int = _bounded(256, 1, 1 << 31)
+    #: Requests a connection may send per second, on average (0: no rate limit).
+    rate: float = _bounded(100.0, 0.0, 1e9)
+    #: Requests a connection may send at once before the rate applies.
+    burst: int = _bounded(200, 1, 1 << 31)
+    #: Requests refused beyond the rate before the connection is closed with 1008.
+    abuse_limit: int = _bounded(200, 1, 1 << 31)
+    #: Bytes queued to one client beyond which it counts as a slow consumer.
+    high_water_mark: int = _bounded(256 * 1024, 1024, 1 << 31)
+    #: What a slow consumer gets: ``coalesce`` keeps only the latest event of each type the
+    #: app marks coalescible (``state``, ``users``, ``time``) until it drains, and closes
+    #: with 1008 on any other event; ``close`` closes with 1008 at once.
+    slow_consumer: str = _choice("coalesce", "close")
+    #: Seconds a client has to send a complete opening handshake.
+    open_handshake_timeout: float = _bounded(10.0, 0.01, 3600.0)
+    #: Seconds to wait for the peer's close frame (and TCP close) after sending ours.
+    close_handshake_timeout: float = _bounded(5.0, 0.01, 3600.0)
+    #: Seconds between pings on a quiet connection (0: no pings).
+    auto_ping_interval: float = _bounded(30.0, 0.0, 86400.0)
+    #: Seconds to wait for the pong before dropping the connection.
+    auto_ping_timeout: float = _bounded(10.0, 0.01, 86400.0)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for a ``tcp:`` port: set both files to serve ``wss://`` and ``https://``."""
+
+    #: PEM file with the certificate (and any intermediate certificates after it).
+    certificate: str = ""
+    #: PEM file with the private key.
+    private_key: str = ""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Token check at the opening handshake (``?token=`` or ``Authorization: Bearer``)."""
+
+    #: Accepted tokens; empty: no check (unless a protocol overrides ``authorize``).
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    """What SIGTERM (or stopping the service) does."""
+
+    #: Seconds clients get to answer the close (1001 going away) before they are dropped.
+    grace_period: float = _bounded(5.0, 0.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole server configuration; every field has a production default."""
+
+    #: Listening endpoint: a port number or a Twisted endpoint string (``tcp:``, ``ssl:``).
+    port: str = "tcp:8000"
+    apps: Mapping[str, AppConfig] = field(default_factory=_default_apps)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    #: Where the shared state lives: ``memory`` (this process) or ``redis://host:port/db``.
+    backend: str = "memory"
+    #: Memory backend: JSON file keeping the counters across restarts; empty: not kept.
+    state_file: str = ""
+    #: Memory backend: seconds between two writes of a changed state file.
+    state_interval: float = field(default=1.0, metadata={"range": (0.01, 3600.0)})
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    #: Browser origins allowed to connect, e.g. ``https://example.com`` or
+    #: ``https://*.example.com``; empty: any. Clients sending no Origin are always allowed.
+    origins: tuple[str, ...] = ()
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
