@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from wsapp.bench.__main__ import MODES, for_server, workloads
+from wsapp.bench.scaleout import CONFIGURATIONS, RATIOS
 from wsapp.bench.servers import SERVERS
 
 WORKLOADS = ("echo_1x1", "echo_50x10", "handshakes", "memory", "fanout")
@@ -25,7 +27,9 @@ def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "wsapp/websockets" in run.stdout and "wsapp/autobahn" in run.stdout
+    assert "scale-out: counter broadcast to 20 clients" in run.stdout
     report = json.loads(output.read_text())
+    check_scaleout(report["scaleout"])
     assert set(report["results"]) == set(SERVERS)
     for server, per_workload in report["results"].items():
         assert set(per_workload) == set(WORKLOADS), server
@@ -52,3 +56,19 @@ def test_autobahn_is_not_asked_for_the_5000_client_tier() -> None:
 
     assert tiers("wsapp") == tiers("websockets") == "100,1000,5000"
     assert tiers("autobahn") == "100,1000"
+
+
+def check_scaleout(scaleout: dict[str, Any]) -> None:
+    """Every scale-out configuration ran in both modes, with every client of every process."""
+    assert set(scaleout["results"]) == {name for name, _, _ in CONFIGURATIONS}
+    for name, _, processes in CONFIGURATIONS:
+        for mode in MODES:
+            result = scaleout["results"][name][mode]
+            assert "error" not in result, (name, mode, result)
+            assert result["clients"] == 20 and result["processes"] == processes
+            assert result["broadcasts"] > 0
+            assert result["delivered"] == result["broadcasts"] * 20
+            assert len(result["server_cpu_us_per_message_each"]) == processes
+    for mode in MODES:
+        assert set(scaleout["ratios"][mode]) == {key for key, _, _, _ in RATIOS}
+        assert all(ratio > 0 for ratio in scaleout["ratios"][mode].values())

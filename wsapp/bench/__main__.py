@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .report import table
+from .scaleout import SCALEOUT, run_scaleout, scaleout_table
 from .servers import SERVERS, RunningServer
 
 MODES = ("plain", "deflate")
@@ -119,7 +120,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m wsapp.bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks that it works")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
-    parser.add_argument("--workloads", default="", help="comma-separated subset [default: all]")
+    parser.add_argument(
+        "--workloads",
+        default="",
+        help=f"comma-separated subset; {SCALEOUT}: wsapp on Redis, 1 and 2 processes "
+        "[default: all]",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="plain, deflate or both")
     parser.add_argument("--json", default="bench-results.json", help="where to write results")
     parser.add_argument(
@@ -133,7 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [name for name in args.servers.split(",") if name]
     args.modes = [mode for mode in args.modes.split(",") if mode]
     groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
-    known = {workload.name for group in groups for workload in group}
+    known = {workload.name for group in groups for workload in group} | {SCALEOUT}
     chosen = set(args.workloads.split(",")) - {""} or known
     for kind, names, allowed in [
         ("servers", set(args.servers), set(SERVERS)),
@@ -142,6 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]:
         if names - allowed:
             parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
+    args.scaleout = SCALEOUT in chosen
     args.groups = [[w for w in group if w.name in chosen] for group in groups]
     args.groups = [group for group in args.groups if group]
     return args
@@ -175,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                         results[name].setdefault(workload.name, {})[mode] = result
                 finally:
                     server.stop()
+    scaleout = None
+    if args.scaleout:
+        scaleout = run_scaleout(
+            args.smoke,
+            args.modes,
+            pin,
+            lambda text: print(f"[{time.monotonic() - started:4.0f}s] {text}", flush=True),
+        )
     report = {
         "command": " ".join(
             ["python -m wsapp.bench", *(argv if argv is not None else sys.argv[1:])]
@@ -185,10 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.monotonic() - started,
         "results": results,
     }
+    if scaleout is not None:
+        report["scaleout"] = scaleout
     with open(args.json, "w") as output:
         json.dump(report, output, indent=1)
-    print()
-    print(table(results, servers))
+    if groups:
+        print()
+        print(table(results, servers))
+    if scaleout is not None:
+        print()
+        print(scaleout_table(scaleout))
     print(
         f"\n{report['command']} on {report['machine']['cores']} cores "
         f"({report['machine']['cpu']}); results in {args.json}"
@@ -200,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         for mode, result in per_mode.items()
         if "error" in result
     ]
+    if scaleout is not None:
+        failed += [
+            f"FAILED: scale-out {name} {mode}: {result['error']}"
+            for name, per_mode in scaleout["results"].items()
+            for mode, result in per_mode.items()
+            if "error" in result
+        ]
     for line in failed:
         print(line)
     return 1 if failed else 0

@@ -56,15 +56,21 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """One server process, pinned to ``cpus`` when given; stop it with :meth:`stop`."""
+    """
+    One server process, pinned to ``cpus`` when given; stop it with :meth:`stop`.
 
-    def __init__(self, name: str, cpus: set[int] | None, timeout: float = 30) -> None:
+    wsapp reads ``config`` (by default :data:`WSAPP_CONFIG`) as its config.yaml.
+    """
+
+    def __init__(
+        self, name: str, cpus: set[int] | None, timeout: float = 30, config: str = WSAPP_CONFIG
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.workdir = tempfile.TemporaryDirectory(prefix=f"wsapp-bench-{name}-")
         self.log = Path(self.workdir.name) / "server.log"
         if name == "wsapp":
-            (Path(self.workdir.name) / "config.yaml").write_text(WSAPP_CONFIG)
+            (Path(self.workdir.name) / "config.yaml").write_text(config)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 SERVERS[name](self.port),  # type: ignore[operator]
