@@ -27,7 +27,10 @@ def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "wsapp/websockets" in run.stdout and "wsapp/autobahn" in run.stdout
-    assert "scale-out: counter broadcast to 20 clients" in run.stdout
+    assert (
+        "scale-out: counter broadcast to 20 clients, each figure the median of 1 run(s)"
+        in run.stdout
+    )
     report = json.loads(output.read_text())
     check_scaleout(report["scaleout"])
     assert set(report["results"]) == set(SERVERS)

@@ -4,8 +4,8 @@ The benchmark's scale-out part: what sharing state through Redis costs per deliv
 Counter broadcasts to ``clients`` clients (:mod:`wsapp.bench.scaleload`) for three
 configurations of wsapp: the memory backend in 1 process, the Redis backend in 1 process,
 and the Redis backend in 2 processes with the clients split evenly (the ``plus`` sent to
-the first). Each configuration gets its own ``redis-server`` (temporary folder, free
-port, no persistence) and fresh wsapp processes.
+the first). Each run of a configuration gets its own ``redis-server`` (temporary folder,
+free port, no persistence) and fresh wsapp processes; the configurations take turns.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,8 @@ __all__ = [
 #: The scale-out part's name among the benchmark's workloads.
 SCALEOUT = "scaleout"
 
+#: Runs of each configuration and mode; the table shows each figure's median.
+RUNS = 3
 #: Name, backend and number of wsapp processes of each configuration, in run order.
 CONFIGURATIONS = [("memory-1", "memory", 1), ("redis-1", "redis", 1), ("redis-2", "redis", 2)]
 LABELS = {"memory-1": "memory, 1 process", "redis-1": "redis, 1 process"}
@@ -171,21 +174,48 @@ def ratios(results: dict[str, dict[str, Any]], mode: str) -> dict[str, float | N
     return found
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over ``runs`` (the first error if any failed); ``runs`` kept."""
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        return {**failed[0], "runs": runs}
+    result: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, list):
+            result[key] = [
+                statistics.median(run[key][i] for run in runs) for i in range(len(value))
+            ]
+        else:
+            result[key] = statistics.median(run[key] for run in runs)
+    result["runs"] = runs
+    return result
+
+
 def run_scaleout(smoke: bool, modes: list[str], pin: bool, step: Any = print) -> dict[str, Any]:
-    """Run every configuration in every mode; return the results and their ratios."""
-    clients, duration = (20, "0.3") if smoke else (1000, "5")
+    """
+    Run every configuration in every mode :data:`RUNS` times, the configurations taking
+    turns so that a busy moment of the machine falls on each alike; report each figure's
+    median, and the ratios of those medians.
+    """
+    clients, duration, repeat = (20, "0.3", 1) if smoke else (1000, "5", RUNS)
     args = ["--clients", str(clients), "--duration", duration]
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for mode in modes:
-        for name, backend, processes in CONFIGURATIONS:
-            step(f"scale-out {LABELS[name]} {mode}")
-            try:
-                result = run_configuration(backend, processes, mode, args, pin)
-            except RuntimeError as error:
-                result = {"error": str(error)}
-            results.setdefault(name, {})[mode] = result
+        for turn in range(repeat):
+            for name, backend, processes in CONFIGURATIONS:
+                step(f"scale-out {LABELS[name]} {mode} (run {turn + 1} of {repeat})")
+                try:
+                    result = run_configuration(backend, processes, mode, args, pin)
+                except RuntimeError as error:
+                    result = {"error": str(error)}
+                runs.setdefault(name, {}).setdefault(mode, []).append(result)
+    results = {
+        name: {mode: median_run(tries) for mode, tries in per_mode.items()}
+        for name, per_mode in runs.items()
+    }
     return {
         "clients": clients,
+        "runs_per_configuration": repeat,
         "pinned": pin,
         "results": results,
         "ratios": {mode: ratios(results, mode) for mode in modes},
@@ -217,7 +247,10 @@ def scaleout_table(report: dict[str, Any]) -> str:
                 line.append(_number(result.get(key) if shown else None))
             lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    text = [f"scale-out: counter broadcast to {report['clients']:,} clients"]
+    text = [
+        f"scale-out: counter broadcast to {report['clients']:,} clients, "
+        f"each figure the median of {report['runs_per_configuration']} run(s)"
+    ]
     for index, line in enumerate(lines):
         cells = zip(line, widths, strict=True)
         text.append(
