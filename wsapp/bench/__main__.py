@@ -148,7 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]:
         if names - allowed:
             parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
-    args.scaleout = SCALEOUT in chosen
+    args.scaleout = SCALEOUT in chosen and "wsapp" in args.servers
     args.groups = [[w for w in group if w.name in chosen] for group in groups]
     args.groups = [group for group in args.groups if group]
     return args
