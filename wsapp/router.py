@@ -88,9 +88,9 @@ class HeadReader(Protocol):
         if app is None:
             self._hand_over(self.router.site)
             return
-        head_end = buffer.find(b"\r\n\r\n", line_end)
+        head_end = buffer.find(b"\r\n\r\n", line_end, MAX_HEAD)
         if head_end < 0:
-            if len(buffer) > MAX_HEAD:
+            if len(buffer) >= MAX_HEAD:
                 self._hand_over(self.router.site)
             return
         upgrade = b"\r\nupgrade:" in buffer[line_end : head_end + 2].lower()
