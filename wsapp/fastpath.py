@@ -15,6 +15,7 @@ from typing import Any
 from autobahn.exception import Disconnected
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.tcp import Connection
 
 __all__ = ["FastServerProtocol", "write_now"]
@@ -126,12 +127,20 @@ class FastServerProtocol(WebSocketServerProtocol):
         # autobahn pretty-prints its ~40 connection options for a debug log line on every
         # connection, debug logging on or off: about 40% of a handshake's CPU. Swap its
         # pformat for one that formats only if the line is logged, for this call only (the
-        # same module's Timings.__str__ needs the real one).
+        # same module's Timings.__str__ needs the real one). The server class's own debug
+        # line (its arguments built eagerly too) is left out.
         autobahn_protocol.pformat = _Pretty  # type: ignore[attr-defined,assignment]
         try:
-            super()._connectionMade()
+            WebSocketProtocol._connectionMade(self)
         finally:
             autobahn_protocol.pformat = pformat  # type: ignore[attr-defined]
+        self.factory.countConnections += 1
+
+    def _connectionLost(self, reason: Any) -> None:
+        # As autobahn's, without the debug line whose arguments (the failure's traceback
+        # as text) it builds on every close, debug logging on or off.
+        WebSocketProtocol._connectionLost(self, reason)
+        self.factory.countConnections -= 1
 
     def dataReceived(self, data: bytes) -> None:
         # autobahn's dataReceived formats debug-log arguments (about 2.6 us) on every call,
