@@ -111,9 +111,6 @@ class HeadReader(Protocol):
         self.timer = None
         transport: Any = self.transport
         protocol = factory.buildProtocol(self.addr)
-        if protocol is None:
-            transport.loseConnection()
-            return
         if getattr(transport, "wrappedProtocol", None) is self:
             transport.wrappedProtocol = protocol  # TLS wraps this protocol
         else:
