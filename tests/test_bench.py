@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wsapp.bench.__main__ import MODES
+from wsapp.bench.__main__ import MODES, for_server, workloads
 from wsapp.bench.servers import SERVERS
 
 WORKLOADS = ("echo_1x1", "echo_50x10", "handshakes", "memory", "fanout")
@@ -40,3 +40,15 @@ def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
                     assert result["bytes_per_connection"] > 0
                 else:
                     assert result["delivered"] > 0 and "server_cpu_us_per_message" in result
+
+
+def test_autobahn_is_not_asked_for_the_5000_client_tier() -> None:
+    """The --full tiers reach 5,000 clients on wsapp and websockets, 1,000 on bare autobahn."""
+    (fanout,) = [w for w in workloads(False, "100,1000,5000")[-1] if w.name == "fanout"]
+
+    def tiers(name: str) -> str:
+        args = for_server(fanout, name).args
+        return args[args.index("--tiers") + 1]
+
+    assert tiers("wsapp") == tiers("websockets") == "100,1000,5000"
+    assert tiers("autobahn") == "100,1000"

@@ -9,10 +9,13 @@ from typing import Any
 import pytest_twisted
 import websockets
 from autobahn.twisted.websocket import connectWS
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
-from tests.conftest import RecordingClient, Server, aio, connect
+from tests.conftest import RecordingClient, Server, aio, connect, sleep, the_reactor
 from wsapp.client import ClientFactory
+from wsapp.config import AppConfig, Config
+
+COUNTER = "wsapp.apps.counter:CounterProtocol"
 
 
 async def open_counter(server: Server) -> Any:
@@ -60,6 +63,58 @@ async def test_users_count_rises_and_falls(server: Server) -> None:
     second.sendClose()
     await second.factory.closed
     assert await first.next_of("users") == {"type": "users", "count": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_change_during_a_slow_first_read_is_not_undone(server: Server) -> None:
+    """A change broadcast while a new client's first state is read wins over that reading."""
+    watcher = await open_counter(server)
+    state = server.factory("/counter").state
+
+    def slow_value() -> Deferred[int]:  # reads take a while on Redis
+        reading: Deferred[int] = Deferred()
+        the_reactor().callLater(0.3, reading.callback, state.counter.value)
+        return reading
+
+    state.counter_value = slow_value
+    newcomer = await connect(server.url("/counter"))
+    watcher.send_action("plus")
+    assert await newcomer.next_event() == {"type": "state", "value": 1}
+    assert await newcomer.next_event() == {"type": "users", "count": 2}
+    await sleep(0.3)
+    assert newcomer.events.pending == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_burst_of_joins_gets_few_users_events_with_the_final_count(start_server: Any) -> None:
+    """Clients joining at once get a few merged users events, the last with the true count."""
+    server = start_server(
+        Config(apps={"/counter": AppConfig(COUNTER, options={"users_interval": 0.2})})
+    )
+    watcher = await open_counter(server)
+    factory = server.factory("/counter")
+    before = factory.metrics.broadcasts
+    joining = [Deferred.fromCoroutine(connect(server.url("/counter"))) for _ in range(30)]
+    clients = await gatherResults(joining)
+    assert await watcher.next_of("users") == {"type": "users", "count": 31}
+    for client in clients:
+        assert (await client.next_event())["type"] == "state"
+        while (await client.next_of("users"))["count"] != 31:
+            pass
+    # one broadcast per join without the throttle; a few per 0.2 s with it
+    assert factory.metrics.broadcasts - before <= 10, factory.metrics.broadcasts - before
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_interval_zero_sends_one_users_event_per_join(start_server: Any) -> None:
+    """With users_interval 0 every join is announced to everyone already there."""
+    server = start_server(
+        Config(apps={"/counter": AppConfig(COUNTER, options={"users_interval": 0.0})})
+    )
+    first = await open_counter(server)
+    for count in (2, 3, 4):
+        await open_counter(server)
+        assert await first.next_of("users") == {"type": "users", "count": count}
 
 
 @pytest_twisted.ensureDeferred

@@ -153,6 +153,8 @@ async def test_metrics_follow_real_websocket_traffic(server: Server) -> None:
     assert sample(before, "wsapp_connections", app="/counter") == 0
     first = await connect(server.url("/counter"))
     second = await connect(server.url("/counter"))
+    while (await first.next_of("users"))["count"] != 2:
+        pass
     first.sendMessage(b'{"action":"plus"}')
     await second.next_of("state")
     await second.next_of("state")

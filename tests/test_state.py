@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsapp.exceptions import StateError
-from wsapp.state import SAFE_INTEGER, Counter, Registry
+from wsapp.state import SAFE_INTEGER, Counter, Registry, Throttle
 
 
 def test_registry_tracks_members_in_join_order() -> None:
@@ -42,3 +42,24 @@ def test_counter_adds_and_keeps_within_safe_integers() -> None:
         counter.add(1)
     assert refused.value.code == "out-of-range"
     assert counter.value == SAFE_INTEGER
+
+
+def test_throttle_runs_at_once_when_quiet_and_merges_requests_within_the_interval() -> None:
+    """A request after a quiet period is due now; requests within the interval merge into one."""
+    throttle = Throttle(0.1)
+    assert throttle.request(10.0) == 0
+    throttle.ran(10.0)
+    assert throttle.request(10.03) == pytest.approx(0.07)
+    assert throttle.request(10.05) is None
+    assert throttle.request(10.09) is None
+    throttle.ran(10.1)
+    assert throttle.request(10.35) == 0
+
+
+def test_throttle_with_no_interval_never_delays() -> None:
+    """An interval of 0 makes every request due at once, one at a time."""
+    throttle = Throttle(0)
+    for now in (1.0, 1.0, 1.0):
+        assert throttle.request(now) == 0
+        assert throttle.request(now) is None
+        throttle.ran(now)

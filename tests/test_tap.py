@@ -120,7 +120,7 @@ def test_twistd_serves_third_party_clients_and_stops_on_sigterm(twistd: Any) -> 
     first.send(json.dumps({"action": "plus", "id": 1}))
     received = [json.loads(first.recv()) for _ in range(3)]
     assert {"type": "state", "value": 1, "id": 1} in received
-    assert [json.loads(second.recv()) for _ in range(3)][-1] == {"type": "state", "value": 1}
+    assert {"type": "state", "value": 1} in [json.loads(second.recv()) for _ in range(3)]
     # twistd shuts down, then ends by the signal it received, as Unix daemons do
     assert server.stop() == -signal.SIGTERM
     assert "Server Shut Down." in server.output()

@@ -216,9 +216,7 @@ class ServerProtocol(FastServerProtocol):
         replies stay bounded because the server stops reading its requests meanwhile.
         """
         if self.state == self.STATE_OPEN:
-            payload = encode(event)
-            small = len(payload) < self.factory.compression.min_size
-            self.sendMessage(payload, doNotCompress=small)
+            self.sendMessage(encode(event))
 
     def sendMessage(
         self,
@@ -228,7 +226,9 @@ class ServerProtocol(FastServerProtocol):
         sync: bool = False,
         doNotCompress: bool = False,
     ) -> None:
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        """autobahn's ``sendMessage``; below ``compression.min_size`` bytes, uncompressed."""
+        small = len(payload) < self.factory.compression.min_size
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress or small)
         metrics = self.factory.metrics
         metrics.messages_out += 1
         metrics.bytes_out += len(payload)

@@ -1,5 +1,5 @@
 """
-Application state with no I/O: the connection registry and the counter.
+Application state with no I/O: the connection registry, the counter and a throttle.
 
 Protocols translate frames into calls on these objects; tests drive them directly.
 """
@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 from .exceptions import StateError
 from .messages import OUT_OF_RANGE
 
-__all__ = ["Counter", "Registry"]
+__all__ = ["Counter", "Registry", "Throttle"]
 
 T = TypeVar("T")
 
@@ -58,3 +58,28 @@ class Counter:
             raise StateError(OUT_OF_RANGE, f"the counter must stay within ±{self.limit}")
         self.value = value
         return value
+
+
+class Throttle:
+    """
+    At most one run per ``interval`` seconds: a request in a quiet period runs at once,
+    and every request during the interval after a run is merged into one run at its end.
+
+    The caller owns the clock: :meth:`request` says when to run, :meth:`ran` records it.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last_run = float("-inf")
+        self.pending = False
+
+    def request(self, now: float) -> float | None:
+        """Ask for a run: return the seconds until it is due, or None if one is already due."""
+        if self.pending:
+            return None
+        self.pending = True
+        return max(0.0, self.last_run + self.interval - now)
+
+    def ran(self, now: float) -> None:
+        self.last_run = now
+        self.pending = False

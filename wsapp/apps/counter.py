@@ -5,7 +5,9 @@ Requests: ``{"action": "plus"}``, ``{"action": "minus"}``, ``{"action": "add", "
 and ``{"action": "get"}``. Events: ``{"type": "state", "value": N}`` and
 ``{"type": "users", "count": N}``, the format of the classic synchronization page.
 The counter and the users count live in the factory's backend state, so every process
-behind a load balancer serves the same ones (see :mod:`wsapp.backends`).
+behind a load balancer serves the same ones (see :mod:`wsapp.backends`). The users count is
+reported at most once per ``users_interval`` seconds: when thousands of clients connect at
+once (after a restart, say), each gets a handful of ``users`` events, not one per other client.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, ClassVar
 from ..client import ClientProtocol
 from ..messages import Request, RequestId, with_id
 from ..server import ServerFactory, ServerProtocol
+from ..state import Throttle
 
 __all__ = ["CounterClientProtocol", "CounterFactory", "CounterProtocol"]
 
@@ -31,38 +34,68 @@ def users_event(count: int) -> dict[str, Any]:
 class CounterFactory(ServerFactory):
     """Sends every counter and users change the backend reports to this process's clients."""
 
+    _users_throttle: Throttle | None = None
+    #: Counter changes this process has broadcast.
+    changes = 0
+
     def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
+        self.changes += 1
         self.broadcast(state_event(value), exclude=exclude)
+
+    def count_users(self) -> None:
+        """Report this process's users count, at most once per ``users_interval`` seconds."""
+        if self._users_throttle is None:
+            self._users_throttle = Throttle(self.options["users_interval"])
+        delay = self._users_throttle.request(self.reactor.seconds())
+        if delay == 0:
+            self._report_users()
+        elif delay is not None:
+            self.reactor.callLater(delay, self._report_users)
+
+    def _report_users(self) -> None:
+        assert self._users_throttle is not None
+        self._users_throttle.ran(self.reactor.seconds())
+        self.state.report_users(len(self.registry))
 
     def users_changed(self, count: int) -> None:
         self.broadcast(users_event(count))
 
 
 class CounterProtocol(ServerProtocol):
-    """The shared counter; option ``max_amount`` bounds ``add``."""
+    """
+    The shared counter; option ``max_amount`` bounds ``add``, ``users_interval`` (seconds)
+    is the shortest time between two ``users`` events (0: one per join and leave).
+    """
 
+    factory: CounterFactory
     factory_class = CounterFactory
-    default_options: ClassVar[Mapping[str, Any]] = {"max_amount": 1000}
+    default_options: ClassVar[Mapping[str, Any]] = {"max_amount": 1000, "users_interval": 0.1}
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         if options["max_amount"] < 1:
             raise ValueError("'max_amount' must be at least 1")
+        if options["users_interval"] < 0:
+            raise ValueError("'users_interval' must be 0 or more seconds")
 
     def onOpen(self) -> None:
         super().onOpen()
+        changes = self.factory.changes
         reading = self.factory.state.counter_value()
-        reading.addCallbacks(self._send_state, self.request_failed)
-        reading.addCallback(self._count_users)
+        reading.addCallbacks(self._send_first_state, self.request_failed, callbackArgs=(changes,))
+        reading.addCallback(lambda _: self.factory.count_users())
+
+    def _send_first_state(self, value: int, changes: int) -> None:
+        # A change broadcast while the backend was reading (Redis) reached this client
+        # already and is at least as new as the value read: sending that would go back.
+        if self.factory.changes == changes:
+            self._send_state(value)
 
     def _send_state(self, value: int, request_id: RequestId | None = None) -> None:
         self.send_event(with_id(state_event(value), request_id))
 
-    def _count_users(self, _: object = None) -> None:
-        self.factory.state.report_users(len(self.factory.registry))
-
     def onLeave(self) -> None:
-        self._count_users()
+        self.factory.count_users()
 
     def action_plus(self, request: Request) -> None:
         self.change(1, request)

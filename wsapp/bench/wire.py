@@ -12,6 +12,7 @@ import base64
 import os
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -202,6 +203,7 @@ class Loop:
         """
         pending: set[Connection] = set()
         started = retried = 0
+        report = time.monotonic() + 10
 
         def on_read(connection: Connection, messages: int) -> None:
             nonlocal retried
@@ -220,8 +222,12 @@ class Loop:
                 pending.add(self.connect(path, deflate))
                 started += 1
             self.poll(0.05, on_read)
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise RuntimeError(f"opened only {started - len(pending)} of {count} in time")
+            if now > report:
+                report = now + 10
+                print(f"    opened {started - len(pending):,} of {count:,}", file=sys.stderr)
         self.retried += retried
 
     def settle(self, quiet: float, deadline: float) -> None:
