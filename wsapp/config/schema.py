@@ -47,8 +47,9 @@ class CompressionConfig:
     client_max_window_bits: int = _bounded(15, 9, 15)
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = False
-    #: Messages shorter than this many bytes are sent uncompressed (and framed only once
-    #: per broadcast): deflate gains nothing on them and costs a compressor each.
+    #: Events (JSON sent by ``send_event`` and ``broadcast``) shorter than this many bytes
+    #: are sent uncompressed, framed once per broadcast: deflate gains nothing on them and
+    #: costs a compressor each. Other messages, such as echoes, follow the negotiation.
     min_size: int = _bounded(256, 0, 1 << 31)
 
 
