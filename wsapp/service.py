@@ -19,6 +19,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -133,7 +134,7 @@ class ServerService(MultiService):
             config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
         )
         mount_operations(self.site.resource, self, self.metrics, source=source)
-        #: True once :meth:`stopService` has begun: ``/health`` answers 503 from then on.
+        #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
         description = server_endpoint(config)
@@ -169,6 +170,12 @@ class ServerService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        for factory in self.factories.values():
+            factory.guard.draining = True
+        drain = self.config.shutdown.drain_period
+        if drain:
+            log.info("shutting down: draining for {seconds} s", seconds=drain)
+            await deferLater(self.reactor, drain)
         await maybeDeferred(self.listener.stopService)
         await close_all(self.factories.values(), self.config.shutdown.grace_period, self.reactor)
         for hook in self.shutdown_hooks:

@@ -134,6 +134,9 @@ class ShutdownConfig:
 
     #: Seconds clients get to answer the close (1001 going away) before they are dropped.
     grace_period: float = _bounded(5.0, 0.0, 3600.0)
+    #: Seconds the port keeps listening first, answering ``/health`` and new WebSocket
+    #: handshakes with 503, so a load balancer stops sending clients before they are refused.
+    drain_period: float = _bounded(0.0, 0.0, 3600.0)
 
 
 @dataclass(frozen=True)
