@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import socket
+from pprint import pformat
 from typing import Any
 
 import pytest
 import pytest_twisted
+import txaio
 import websockets
 from autobahn.nvx._xormasker import create_xor_masker as nvx_masker
+from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import Server, aio
+from tests.conftest import LogCapture, Server, aio, connect, sleep
 from wsapp.bench.wire import handshake_request, masked_frame
-from wsapp.fastpath import SMALL_FRAME, _SmallFrameUnmasker
+from wsapp.fastpath import SMALL_FRAME, _Pretty, _SmallFrameUnmasker
 
 
 @pytest.mark.parametrize("size", [1, 3, 4, 5, 17, 125, 126, SMALL_FRAME - 1])
@@ -70,3 +73,37 @@ async def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
             return received
 
     assert await deferToThread(exchange) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_options_dump_is_formatted_only_when_logged(
+    server: Server, log_events: LogCapture
+) -> None:
+    """With debug on, autobahn's options dump is still logged; pformat is restored after."""
+    txaio.set_global_log_level("debug")
+    try:
+        client = await connect(server.url("/echo"))
+    finally:
+        txaio.set_global_log_level("info")
+    assert autobahn_protocol.pformat is pformat  # type: ignore[attr-defined]
+    dumps = [m for m in log_events.messages() if "('maxMessagePayloadSize', " in m]
+    (served,) = [m for m in dumps if "'ServerFactory')" in m]
+    assert served.strip().startswith("[('logOctets', False, 'ServerFactory'),\n")
+    assert f"('maxMessagePayloadSize', {16 * 1024 * 1024}, 'ServerFactory')" in served
+    assert str(_Pretty({"b": 1, "a": [2]})) == pformat({"b": 1, "a": [2]})
+    client.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_count_follows_opens_and_closes(server: Server) -> None:
+    """The factory's connection count, kept without autobahn's debug lines, returns to 0."""
+    factory = server.factory("/echo")
+    clients = [await connect(server.url("/echo")) for _ in range(3)]
+    assert factory.countConnections == 3
+    for client in clients:
+        client.dropConnection(abort=True)
+    for _ in range(100):
+        if factory.countConnections == 0:
+            break
+        await sleep(0.02)
+    assert factory.countConnections == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,8 @@ import pytest_twisted
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import aio, connect
-from tests.rawws import open_raw
+from tests.conftest import aio, connect, sleep
+from tests.rawws import open_raw, status_of
 from wsapp.config import Config, LimitsConfig, ShutdownConfig
 
 
@@ -94,3 +96,33 @@ async def test_sigterm_to_twistd_closes_with_1001_and_exits(twistd: Any, tmp_pat
     assert "Server Shut Down." in process.output()
     assert time.monotonic() - sent < 3 + 2
     assert "shutting down: closing 1 connections" in process.output()
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_period_keeps_listening_with_503_before_closing(start_server: Any) -> None:
+    """While draining, /health and new handshakes get 503 and clients stay; then they close."""
+    server = start_server(Config(shutdown=ShutdownConfig(drain_period=0.6)))
+    ours = await connect(server.url("/counter"))
+    stopping = server.service.stopService()
+    await sleep(0.1)
+    health = f"http://127.0.0.1:{server.port}/health"
+    assert await aio(asyncio.to_thread(http_status, health)) == 503
+    assert await aio(status_of(server.port)) == 503
+    assert not ours.factory.closed.called
+    ours.send_action("plus")
+    while (await ours.next_of("state"))["value"] != 1:
+        pass
+    await stopping
+    _, code, _ = await ours.factory.closed
+    assert code == 1001
+    with pytest.raises(ConnectionRefusedError):
+        await aio(asyncio.open_connection("127.0.0.1", server.port))
+
+
+def http_status(url: str) -> int:
+    """The status code of a GET to ``url``."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code

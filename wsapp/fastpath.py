@@ -9,11 +9,13 @@ timings, ``message`` event listeners) still goes through autobahn's own code.
 
 from __future__ import annotations
 
+from pprint import pformat
 from typing import Any
 
 from autobahn.exception import Disconnected
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.tcp import Connection
 
 __all__ = ["FastServerProtocol", "write_now"]
@@ -94,6 +96,21 @@ def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
 autobahn_protocol.create_xor_masker = create_xor_masker  # type: ignore[attr-defined]
 
 
+class _Pretty:
+    """An object that is pretty-printed only when something formats it (a log line)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
 class FastServerProtocol(WebSocketServerProtocol):
     """autobahn's server protocol without per-call overheads, one ``send`` per read."""
 
@@ -105,6 +122,25 @@ class FastServerProtocol(WebSocketServerProtocol):
     autoFragmentSize: int
     maskServerFrames: bool
     maxMessagePayloadSize: int
+
+    def _connectionMade(self) -> None:
+        # autobahn pretty-prints its ~40 connection options for a debug log line on every
+        # connection, debug logging on or off: about 40% of a handshake's CPU. Swap its
+        # pformat for one that formats only if the line is logged, for this call only (the
+        # same module's Timings.__str__ needs the real one). The server class's own debug
+        # line (its arguments built eagerly too) is left out.
+        autobahn_protocol.pformat = _Pretty  # type: ignore[attr-defined,assignment]
+        try:
+            WebSocketProtocol._connectionMade(self)
+        finally:
+            autobahn_protocol.pformat = pformat  # type: ignore[attr-defined]
+        self.factory.countConnections += 1
+
+    def _connectionLost(self, reason: Any) -> None:
+        # As autobahn's, without the debug line whose arguments (the failure's traceback
+        # as text) it builds on every close, debug logging on or off.
+        WebSocketProtocol._connectionLost(self, reason)
+        self.factory.countConnections -= 1
 
     def dataReceived(self, data: bytes) -> None:
         # autobahn's dataReceived formats debug-log arguments (about 2.6 us) on every call,

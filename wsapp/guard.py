@@ -58,6 +58,8 @@ class Guard:
         )
         self.origins = _origin_pattern(config.origins)
         self.tokens = config.auth.tokens
+        #: Set when the server begins to shut down: new handshakes get 503.
+        self.draining = False
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Whether a browser from ``origin`` may connect; clients sending none always may."""
@@ -73,6 +75,8 @@ class Guard:
 
     def admit(self, protocol: ServerProtocol, request: ConnectionRequest) -> None:
         """Check a handshake; raise :class:`ConnectionDeny` (nothing counted) to refuse it."""
+        if self.draining:
+            raise ConnectionDeny(503, "server shutting down")
         if not self.origin_allowed(request.headers.get("origin")):
             log.info("{peer}: origin {origin!r} refused", peer=request.peer, origin=request.origin)
             raise ConnectionDeny(403, "origin not allowed")

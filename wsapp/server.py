@@ -216,7 +216,9 @@ class ServerProtocol(FastServerProtocol):
         replies stay bounded because the server stops reading its requests meanwhile.
         """
         if self.state == self.STATE_OPEN:
-            self.sendMessage(encode(event))
+            payload = encode(event)
+            small = len(payload) < self.factory.compression.min_size
+            self.sendMessage(payload, doNotCompress=small)
 
     def sendMessage(
         self,
@@ -226,9 +228,7 @@ class ServerProtocol(FastServerProtocol):
         sync: bool = False,
         doNotCompress: bool = False,
     ) -> None:
-        """autobahn's ``sendMessage``; below ``compression.min_size`` bytes, uncompressed."""
-        small = len(payload) < self.factory.compression.min_size
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress or small)
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
         metrics = self.factory.metrics
         metrics.messages_out += 1
         metrics.bytes_out += len(payload)

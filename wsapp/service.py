@@ -1,9 +1,11 @@
 """
 Build the running server from a :class:`~wsapp.config.Config`.
 
-One Twisted web :class:`~twisted.web.server.Site` on one endpoint serves every mounted
-app, each app a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path,
-and beside them the counter page, ``/health`` and ``/metrics`` (:mod:`wsapp.operations`).
+One endpoint serves every mounted app and, beside them, the counter page, ``/health`` and
+``/metrics`` (:mod:`wsapp.operations`). Its protocol is :class:`~wsapp.router.HeadReader`:
+a WebSocket upgrade to an app's path goes straight to that app's autobahn protocol, and
+every other request to one Twisted web :class:`~twisted.web.server.Site`, where each app is
+also a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -29,6 +32,7 @@ from .guard import Guard, HandshakeSite
 from .limits import ConnectionLimiter
 from .metrics import Metrics
 from .operations import mount_operations
+from .router import HandshakeRouter
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
 
@@ -106,7 +110,7 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
 
 class ServerService(MultiService):
     """
-    The whole server as a Twisted service: the site listening on ``config.port``.
+    The whole server as a Twisted service: the router and site listening on ``config.port``.
 
     Its first child is the state backend, so the backend starts before the site listens
     and stops (e.g. writes the state file) after the site stopped.
@@ -130,7 +134,7 @@ class ServerService(MultiService):
             config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
         )
         mount_operations(self.site.resource, self, self.metrics, source=source)
-        #: True once :meth:`stopService` has begun: ``/health`` answers 503 from then on.
+        #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
         description = server_endpoint(config)
@@ -140,7 +144,14 @@ class ServerService(MultiService):
             raise ConfigError(
                 source, "port", f"invalid endpoint {description!r}: {error}"
             ) from None
-        self.listener = _ListeningService(endpoint, self.site, self._listening)
+        #: What the endpoint listens with: upgrades to the apps, other requests to the site.
+        self.router = HandshakeRouter(
+            self.site,
+            self.factories,
+            deadline=config.limits.open_handshake_timeout,
+            reactor=reactor,
+        )
+        self.listener = _ListeningService(endpoint, self.router, self._listening)
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
@@ -159,6 +170,12 @@ class ServerService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        for factory in self.factories.values():
+            factory.guard.draining = True
+        drain = self.config.shutdown.drain_period
+        if drain:
+            log.info("shutting down: draining for {seconds} s", seconds=drain)
+            await deferLater(self.reactor, drain)
         await maybeDeferred(self.listener.stopService)
         await close_all(self.factories.values(), self.config.shutdown.grace_period, self.reactor)
         for hook in self.shutdown_hooks:
@@ -189,8 +206,10 @@ class _ListeningService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
-    def __init__(self, endpoint: Any, site: Site, listening: Callable[[Port], None]) -> None:
-        super().__init__(endpoint, site)
+    def __init__(
+        self, endpoint: Any, factory: HandshakeRouter, listening: Callable[[Port], None]
+    ) -> None:
+        super().__init__(endpoint, factory)
         self._on_listening = listening
 
     def privilegedStartService(self) -> None:

@@ -47,8 +47,9 @@ class CompressionConfig:
     client_max_window_bits: int = _bounded(15, 9, 15)
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = False
-    #: Messages shorter than this many bytes are sent uncompressed (and framed only once
-    #: per broadcast): deflate gains nothing on them and costs a compressor each.
+    #: Events (JSON sent by ``send_event`` and ``broadcast``) shorter than this many bytes
+    #: are sent uncompressed, framed once per broadcast: deflate gains nothing on them and
+    #: costs a compressor each. Other messages, such as echoes, follow the negotiation.
     min_size: int = _bounded(256, 0, 1 << 31)
 
 
@@ -133,6 +134,9 @@ class ShutdownConfig:
 
     #: Seconds clients get to answer the close (1001 going away) before they are dropped.
     grace_period: float = _bounded(5.0, 0.0, 3600.0)
+    #: Seconds the port keeps listening first, answering ``/health`` and new WebSocket
+    #: handshakes with 503, so a load balancer stops sending clients before they are refused.
+    drain_period: float = _bounded(0.0, 0.0, 3600.0)
 
 
 @dataclass(frozen=True)
