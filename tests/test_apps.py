@@ -93,11 +93,14 @@ async def test_permessage_deflate_is_negotiated_and_compresses(server: Server) -
 async def test_small_events_go_uncompressed_and_deflate_can_be_turned_off(
     start_server: Any,
 ) -> None:
-    """Events under compression.min_size are sent uncompressed; enabled=false declines deflate."""
+    """Events under compression.min_size go uncompressed, echoes not; enabled=false declines."""
     server = start_server()
     _, rsv1, reply = await aio(compressed_frames(server.url("/counter"), {"action": "plus"}))
     assert reply == {"type": "state", "value": 0}
     assert rsv1 == [False]
+    _, rsv1, reply = await aio(compressed_frames(server.url("/echo"), {"text": "short"}))
+    assert reply == {"text": "short"}
+    assert rsv1 == [True]  # echoes follow the negotiation, whatever their size
 
     off = start_server(Config(compression=CompressionConfig(enabled=False)))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pprint import pformat
 from typing import Any
 
-from autobahn.exception import Disconnected
+from autobahn.exception import Disconnected, PayloadExceededError
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -200,8 +200,9 @@ class FastServerProtocol(WebSocketServerProtocol):
         sync: bool = False,
         doNotCompress: bool = False,
     ) -> None:
-        # An uncompressed, unfragmented message under 64 KiB is one frame: build its header
-        # here instead of going through sendMessage's checks and sendFrame's general framing.
+        # An unfragmented message under 64 KiB is one frame: build its header here instead
+        # of going through sendMessage's checks and sendFrame's general framing. With
+        # deflate, the payload is compressed by the same extension calls autobahn makes.
         size = len(payload)
         if (
             size > 0xFFFF
@@ -211,7 +212,6 @@ class FastServerProtocol(WebSocketServerProtocol):
             or self.trackedTimings
             or self.logFrames
             or self.maskServerFrames
-            or (self._perMessageCompress is not None and not doNotCompress)
             or 0 < self.maxMessagePayloadSize < size
         ):
             super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
@@ -220,12 +220,25 @@ class FastServerProtocol(WebSocketServerProtocol):
             raise Disconnected("Attempt to send on a closed protocol")
         stats = self.trafficStats
         stats.outgoingWebSocketMessages += 1
-        stats.outgoingWebSocketFrames += 1
         stats.outgoingOctetsAppLevel += size
-        stats.outgoingOctetsWebSocketLevel += size
         first = 0x82 if isBinary else 0x81
+        compressor = self._perMessageCompress
+        if compressor is not None and not doNotCompress:
+            compressor.start_compress_message()
+            payload = compressor.compress_message_data(payload) + compressor.end_compress_message()
+            size = len(payload)
+            first |= 0x40  # RSV1: a compressed message
+            if 0 < self.maxMessagePayloadSize < size:
+                self.wasMaxMessagePayloadSizeExceeded = True
+                raise PayloadExceededError(
+                    f"tried to send WebSocket message with size {size} exceeding payload "
+                    f"limit of {self.maxMessagePayloadSize} octets"
+                )
+        stats.outgoingOctetsWebSocketLevel += size
         if size < 126:
             header = bytes((first, size))
-        else:
+        elif size <= 0xFFFF:
             header = bytes((first, 126, size >> 8, size & 0xFF))
+        else:  # incompressible data grows a little
+            header = bytes((first, 127)) + size.to_bytes(8, "big")
         self.sendData(header + payload)
