@@ -344,18 +344,23 @@ class ServerFactory(WebSocketServerFactory):
             payload, doNotCompress=len(payload) < self.compression.min_size
         )
         kind = _event_type(payload)
+        frame, plain = prepared.payloadHybi, prepared.doNotCompress
         sent = framed = 0
         for connection in self.registry:
-            if connection is not exclude and connection.state == connection.STATE_OPEN:
-                gate = connection.gate
-                if gate is not None and gate.paused:
-                    gate.hold(kind, prepared)
-                else:
-                    connection.sendPreparedMessage(prepared)
-                sent += 1
-                # A deflate connection compresses through sendMessage, which counts it.
-                if prepared.doNotCompress or connection._perMessageCompress is None:
-                    framed += 1
+            if connection is exclude or connection.state != connection.STATE_OPEN:
+                continue
+            sent += 1
+            # sendPreparedMessage, inlined: the frame as is, or compressed for this client
+            uncompressed = plain or connection._perMessageCompress is None
+            gate = connection.gate
+            if gate is not None and gate.paused:
+                gate.hold(kind, prepared)
+            elif uncompressed:
+                connection.sendData(frame)
+            else:
+                connection.sendMessage(payload)  # counts itself in the metrics
+            if uncompressed:
+                framed += 1
         metrics = self.metrics
         metrics.broadcasts += 1
         metrics.broadcast_recipients += sent
