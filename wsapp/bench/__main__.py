@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
-from .servers import SERVERS, RunningServer
+from .servers import SERVERS, RunningServer, run_load_generator
 
 MODES = ("plain", "deflate")
 
@@ -84,13 +83,7 @@ def run_load(server: RunningServer, workload: Workload, mode: str, cpus: set[int
     command += ["--port", str(server.port), "--server-pid", str(server.pid)]
     if mode == "deflate":
         command.append("--deflate")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    if cpus:
-        os.sched_setaffinity(process.pid, cpus)
-    output, _ = process.communicate(timeout=1500)
-    if process.returncode:
-        return {"error": f"load generator exited with {process.returncode}"}
-    return json.loads(output)
+    return run_load_generator(command, cpus, timeout=1500)
 
 
 def machine() -> dict[str, Any]:

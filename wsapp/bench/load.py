@@ -14,6 +14,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .wire import Connection, Loop, masked_frame, server_cpu, server_rss
@@ -135,10 +136,14 @@ def memory(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     return result
 
 
-def fanout(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
-    """Per tier of connected counter clients: one ``plus`` at a time, timed until all have it."""
+def timed_broadcasts(
+    loop: Loop, connections: list[Connection], args: argparse.Namespace, deadline: float
+) -> list[float]:
+    """
+    From the first of ``connections``, one ``plus`` at a time for ``args.duration`` seconds;
+    return the seconds each took until every connection had the new state.
+    """
     plus = masked_frame(b'{"action":"plus"}')
-    results: dict[str, Any] = {}
     rounds = waiting = 0
 
     def on_read(connection: Connection, messages: int) -> None:
@@ -151,38 +156,47 @@ def fanout(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
             if connection.messages == rounds:
                 waiting -= 1
 
+    for connection in connections:
+        connection.messages = 0
+    sender = connections[0]
+    latencies: list[float] = []
+    end = min(time.monotonic() + args.duration, deadline)
+    while running(end, rounds, args):
+        rounds += 1
+        waiting = len(connections)
+        started = time.perf_counter()
+        sender.sock.send(plus)
+        while waiting:
+            loop.poll(1.0, on_read)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broadcast to {len(connections)} clients timed out")
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float]:
+    """Broadcasts, and the median and p99 of their ``latencies`` in milliseconds."""
+    ordered = sorted(latencies)
+    return {
+        "broadcasts": len(ordered),
+        "latency_median_ms": statistics.median(ordered) * 1e3,
+        "latency_p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
+    }
+
+
+def fanout(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
+    """Per tier of connected counter clients: one ``plus`` at a time, timed until all have it."""
+    results: dict[str, Any] = {}
     for tier in args.tiers:
         deadline = time.monotonic() + args.timeout
         loop.open_many(tier - len(loop.connections), "/counter", args.deflate, deadline)
         loop.settle(0.3, deadline)
-        connections = list(loop.connections.values())
-        for connection in connections:
-            connection.messages = 0
-        sender = connections[0]
         measure = Measure(args.server_pid)
-        latencies: list[float] = []
         measure.start()
-        rounds = 0
-        end = min(time.monotonic() + args.duration, deadline)
-        while running(end, rounds, args):
-            rounds += 1
-            waiting = tier
-            started = time.perf_counter()
-            sender.sock.send(plus)
-            while waiting:
-                loop.poll(1.0, on_read)
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"broadcast to {tier} clients timed out")
-            latencies.append(time.perf_counter() - started)
-        result = measure.stop(rounds * tier)
-        latencies.sort()
-        result.update(
-            clients=tier,
-            broadcasts=rounds,
-            per_second=rounds * tier / result["seconds"],
-            latency_median_ms=statistics.median(latencies) * 1e3,
-            latency_p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
-        )
+        latencies = timed_broadcasts(loop, list(loop.connections.values()), args, deadline)
+        result = measure.stop(len(latencies) * tier)
+        result.update(latency_summary(latencies))
+        result.update(clients=tier, per_second=len(latencies) * tier / result["seconds"])
         result["reconnected"] = loop.retried
         results[str(tier)] = result
         progress(
@@ -209,8 +223,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     loop = Loop(args.port)
+    print_result(lambda: WORKLOADS[args.workload](args, loop))
+
+
+def print_result(workload: Callable[[], dict[str, Any]]) -> None:
+    """Run ``workload`` and print its result as JSON; a refused or failed run is an error."""
     try:
-        result = WORKLOADS[args.workload](args, loop)
+        result = workload()
     except (OSError, RuntimeError) as error:
         if isinstance(error, OSError) and error.errno not in (errno.ECONNREFUSED, errno.EPIPE):
             raise

@@ -12,15 +12,12 @@ over the measured interval (from ``/proc``).
 from __future__ import annotations
 
 import argparse
-import errno
-import json
 import os
-import statistics
 import time
 from typing import Any
 
-from .load import progress, running
-from .wire import CLOCK_TICKS, Connection, Loop, masked_frame
+from .load import latency_summary, print_result, progress, timed_broadcasts
+from .wire import CLOCK_TICKS, Loop
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
@@ -92,48 +89,18 @@ def open_spread(loop: Loop, ports: list[int], clients: int, args: argparse.Names
 
 def spread_fanout(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     """One ``plus`` at a time from the first client, timed until every client has it."""
-    plus = masked_frame(b'{"action":"plus"}')
-    rounds = waiting = 0
-
-    def on_read(connection: Connection, messages: int) -> None:
-        nonlocal waiting
-        if connection.closed:
-            raise RuntimeError("the server closed a counter connection")
-        if messages:
-            if connection.messages > rounds:
-                raise RuntimeError("a client got more messages than broadcasts were sent")
-            if connection.messages == rounds:
-                waiting -= 1
-
     open_spread(loop, args.ports, args.clients, args)
     connections = list(loop.connections.values())
-    for connection in connections:
-        connection.messages = 0
-    sender = connections[0]
     usage = Usage(args.server_pids, args.redis_pid)
-    latencies: list[float] = []
     deadline = time.monotonic() + args.timeout
     usage.start()
-    end = min(time.monotonic() + args.duration, deadline)
-    while running(end, rounds, args):
-        rounds += 1
-        waiting = len(connections)
-        started = time.perf_counter()
-        sender.sock.send(plus)
-        while waiting:
-            loop.poll(1.0, on_read)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"broadcast to {len(connections)} clients timed out")
-        latencies.append(time.perf_counter() - started)
-    result = usage.stop(rounds * len(connections))
-    latencies.sort()
+    latencies = timed_broadcasts(loop, connections, args, deadline)
+    result = usage.stop(len(latencies) * len(connections))
+    result.update(latency_summary(latencies))
     result.update(
         clients=len(connections),
         processes=len(args.ports),
-        broadcasts=rounds,
-        per_second=rounds * len(connections) / result["seconds"],
-        latency_median_ms=statistics.median(latencies) * 1e3,
-        latency_p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+        per_second=len(latencies) * len(connections) / result["seconds"],
         reconnected=loop.retried,
         load_average=os.getloadavg()[0],
     )
@@ -161,13 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     loop = Loop(args.ports[0])
-    try:
-        result = spread_fanout(args, loop)
-    except (OSError, RuntimeError) as error:
-        if isinstance(error, OSError) and error.errno not in (errno.ECONNREFUSED, errno.EPIPE):
-            raise
-        result = {"error": str(error)}
-    print(json.dumps(result))
+    print_result(lambda: spread_fanout(args, loop))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ free port, no persistence) and fresh wsapp processes; the configurations take tu
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import _number
-from .servers import WSAPP_CONFIG, RunningServer, free_port
+from .servers import WSAPP_CONFIG, RunningServer, free_port, run_load_generator, stop_process
 
 __all__ = [
     "CONFIGURATIONS",
@@ -77,12 +76,7 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout} s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.workdir.cleanup()
 
 
@@ -131,13 +125,7 @@ def run_configuration(
             command += ["--redis-pid", str(redis.pid)]
         if mode == "deflate":
             command.append("--deflate")
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        if other_cpus:
-            os.sched_setaffinity(process.pid, other_cpus)
-        output, _ = process.communicate(timeout=900)
-        if process.returncode:
-            return {"error": f"load generator exited with {process.returncode}"}
-        result: dict[str, Any] = json.loads(output)
+        result: dict[str, Any] = run_load_generator(command, other_cpus, timeout=900)
         return result
     finally:
         for server in servers:

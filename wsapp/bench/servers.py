@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,8 +10,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["SERVERS", "RunningServer", "free_port"]
+__all__ = ["SERVERS", "RunningServer", "free_port", "run_load_generator", "stop_process"]
 
 BIN = Path(sys.executable).parent
 
@@ -97,10 +99,26 @@ class RunningServer:
         raise RuntimeError(f"{self.name} did not listen on port {self.port} in {timeout} s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.workdir.cleanup()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if ``process`` has not exited 10 s later."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_load_generator(command: list[str], cpus: set[int] | None, timeout: float) -> Any:
+    """Run a load generator (pinned to ``cpus`` if given); return its JSON, or an error."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)
+    output, _ = process.communicate(timeout=timeout)
+    if process.returncode:
+        return {"error": f"load generator exited with {process.returncode}"}
+    return json.loads(output)
