@@ -13,6 +13,7 @@ once (after a restart, say), each gets a handful of ``users`` events, not one pe
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, ClassVar
 
 from ..client import ClientProtocol
@@ -34,9 +35,13 @@ def users_event(count: int) -> dict[str, Any]:
 class CounterFactory(ServerFactory):
     """Sends every counter and users change the backend reports to this process's clients."""
 
-    _users_throttle: Throttle | None = None
     #: Counter changes this process has broadcast.
     changes = 0
+
+    @cached_property
+    def users_throttle(self) -> Throttle:
+        """Spaces this process's users reports ``users_interval`` seconds apart."""
+        return Throttle(self.options["users_interval"])
 
     def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
         self.changes += 1
@@ -44,17 +49,14 @@ class CounterFactory(ServerFactory):
 
     def count_users(self) -> None:
         """Report this process's users count, at most once per ``users_interval`` seconds."""
-        if self._users_throttle is None:
-            self._users_throttle = Throttle(self.options["users_interval"])
-        delay = self._users_throttle.request(self.reactor.seconds())
+        delay = self.users_throttle.request(self.reactor.seconds())
         if delay == 0:
             self._report_users()
         elif delay is not None:
             self.reactor.callLater(delay, self._report_users)
 
     def _report_users(self) -> None:
-        assert self._users_throttle is not None
-        self._users_throttle.ran(self.reactor.seconds())
+        self.users_throttle.ran(self.reactor.seconds())
         self.state.report_users(len(self.registry))
 
     def users_changed(self, count: int) -> None:
