@@ -25,6 +25,7 @@ from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from websockets.exceptions import ConnectionClosed
 from zope.interface import provider
 
 from wsapp.client import ClientFactory, ClientProtocol
@@ -261,3 +262,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 if name == "summary":
                     terminalreporter.write_sep("-", report.nodeid)
                     terminalreporter.write_line(text)
+
+
+async def close_code(websocket: Any) -> int:
+    """Read from a websockets client until the server closes; return the close code it sent."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await websocket.recv()
+    assert closed.value.rcvd is not None
+    return int(closed.value.rcvd.code)

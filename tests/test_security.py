@@ -10,9 +10,9 @@ import pytest
 import pytest_twisted
 import websockets
 from autobahn.websocket.types import ConnectionRequest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
-from tests.conftest import LogCapture, Server, aio, connect, sleep
+from tests.conftest import LogCapture, Server, aio, close_code, connect, sleep
 from tests.rawws import open_raw, status_of
 from wsapp.apps.counter import CounterProtocol
 from wsapp.config import AppConfig, AuthConfig, Config, LimitsConfig
@@ -42,11 +42,7 @@ async def close_code_after_sending(url: str, message: str | bytes, **options: An
     """Send ``message`` with a websockets client; return the server's close code."""
     async with websockets.connect(url, **options) as websocket:
         await websocket.send(message)
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await websocket.recv()
-    assert closed.value.rcvd is not None
-    return closed.value.rcvd.code
+        return await close_code(websocket)
 
 
 @pytest_twisted.ensureDeferred

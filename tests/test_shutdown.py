@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 import websockets
-from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import aio, connect, sleep
+from tests.conftest import aio, close_code, connect, sleep
 from tests.rawws import open_raw, status_of
 from wsapp.config import Config, LimitsConfig, ShutdownConfig
 
@@ -24,11 +23,7 @@ async def close_code_when_server_stops(url: str, started: asyncio.Event) -> int:
     """Connect with websockets, signal ``started``, and return the close code received."""
     async with websockets.connect(url) as websocket:
         started.set()
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await websocket.recv()
-    assert closed.value.rcvd is not None
-    return closed.value.rcvd.code
+        return await close_code(websocket)
 
 
 @pytest_twisted.ensureDeferred
