@@ -58,9 +58,20 @@ def test_state_file_in_a_missing_folder_is_an_error(tmp_path: Path) -> None:
         MemoryBackend(state_file=str(tmp_path / "nowhere" / "state.json"))
 
 
-def test_memory_publish_sends_at_once_without_a_deferred(server: Server) -> None:
-    """On the memory backend a publish is the local broadcast itself: no Deferred to wait on."""
-    assert server.factory("/chat").state.publish({"type": "chat", "text": "hi"}) is None
+def test_memory_publish_has_delivered_when_it_returns() -> None:
+    """On the memory backend a publication has reached the listener, and its Deferred fired."""
+    backend = MemoryBackend()
+    heard: list[tuple[str, int, object]] = []
+
+    class Listener:
+        def deliver(self, channel: str, epoch: str, publication: Any, tag: str) -> None:
+            heard.append((channel, publication.offset, publication.data))
+
+    backend.listener = Listener()  # type: ignore[assignment]
+    backend.subscribe("news")
+    published = backend.publish("news", {"text": "hi"})
+    assert heard == [("news", 1, {"text": "hi"})]
+    assert published.called and published.result.offset == 1
 
 
 def counter_of(process: Twistd) -> int:

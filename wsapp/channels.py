@@ -50,10 +50,14 @@ class Position:
 
 @dataclass(frozen=True)
 class Publication:
-    """One publication in a channel: its offset and its JSON data."""
+    """
+    One publication in a channel: its offset and its JSON data; ``tag`` is what its
+    publisher attached to it (for this process to recognise its own), not shown to clients.
+    """
 
     offset: int
     data: Any
+    tag: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -156,10 +160,10 @@ class ChannelLog:
             self._entries = deque(self._entries if size else (), maxlen=size or 1)
         self.size, self.ttl = size, ttl
 
-    def append(self, data: Any, now: float) -> Publication:
+    def append(self, data: Any, now: float, tag: str = "") -> Publication:
         """Publish ``data``: return the publication with the next offset."""
         self.offset += 1
-        publication = Publication(self.offset, data)
+        publication = Publication(self.offset, data, tag)
         if self.size:
             self._entries.append(_Entry(publication, now))
         return publication

@@ -124,7 +124,9 @@ class Backend(Service, ABC):
         """
 
     @abstractmethod
-    def presence_remove(self, channel: str, client: str, *, announce: bool = False) -> Deferred[int]:
+    def presence_remove(
+        self, channel: str, client: str, *, announce: bool = False
+    ) -> Deferred[int]:
         """Remove ``client`` from ``channel``'s presence; return the count."""
 
     @abstractmethod

@@ -90,14 +90,19 @@ class MemoryBackend(Backend):
         history_ttl: float = 0.0,
         tag: str = "",
     ) -> Deferred[Position]:
+        return succeed(self._publish(channel, data, history_size, history_ttl, tag))
+
+    def _publish(
+        self, channel: str, data: Any, history_size: int, history_ttl: float, tag: str
+    ) -> Position:
         channel_log = self._log(channel)
         channel_log.configure(history_size, history_ttl)
-        publication = channel_log.append(data, self.reactor.seconds())
+        publication = channel_log.append(data, self.reactor.seconds(), tag)
         if channel in self.subscribed and self.listener is not None:
             self.listener.deliver(channel, channel_log.epoch, publication, tag)
         position = channel_log.position
         self._forget(channel)
-        return succeed(position)
+        return position
 
     def subscribe(self, channel: str) -> Deferred[None]:
         self.subscribed.add(channel)
@@ -125,7 +130,9 @@ class MemoryBackend(Backend):
             self._changed(channel, PresenceChange(len(present), client, info, True), announce)
         return succeed(len(present))
 
-    def presence_remove(self, channel: str, client: str, *, announce: bool = False) -> Deferred[int]:
+    def presence_remove(
+        self, channel: str, client: str, *, announce: bool = False
+    ) -> Deferred[int]:
         present = self.presences.get(channel, {})
         info = present.pop(client, None)
         count = len(present)
@@ -156,7 +163,7 @@ class MemoryBackend(Backend):
         self.integers[key] = value
         position = None
         if channel:
-            position = self.publish(channel, value, history_size=1, tag=tag).result
+            position = self._publish(channel, value, 1, 0.0, tag)
         return succeed((value, position))
 
     def counters(self) -> dict[str, int]:
