@@ -60,7 +60,8 @@ class ServerProtocol(FastServerProtocol):
       :class:`autobahn.websocket.types.ConnectionDeny` to refuse with an HTTP status.
     - ``onOpen()``: the connection joins ``factory.registry``.
     - ``onMessage(payload, isBinary)``: applies the rate limit, decodes a request and calls
-      ``action_<name>``.
+      ``action_<name>``. A message that arrives once the closing handshake has begun is
+      dropped unseen: no reply could reach its sender.
     - ``onClose(wasClean, code, reason)``: the connection leaves the registry, also when
       the peer vanished without a close frame; :meth:`onLeave` runs if it had joined.
     """
@@ -154,7 +155,11 @@ class ServerProtocol(FastServerProtocol):
         metrics = self.factory.metrics
         metrics.messages_in += 1
         metrics.bytes_in += len(payload)
-        self.onMessage(payload, isBinary)
+        # Once the closing handshake has begun no reply can be sent, so a request arriving
+        # then (sent before its client saw our close) must not run: it would change state
+        # that its sender is never told about.
+        if self.state == self.STATE_OPEN:
+            self.onMessage(payload, isBinary)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         bucket = self._bucket

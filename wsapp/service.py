@@ -31,7 +31,7 @@ from .exceptions import ConfigError
 from .guard import Guard, HandshakeSite
 from .limits import ConnectionLimiter
 from .metrics import Metrics
-from .operations import mount_operations
+from .operations import Folder, mount_operations
 from .router import HandshakeRouter
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
@@ -66,7 +66,7 @@ def build_site(
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     metrics = metrics or Metrics()
-    root = Resource()
+    root = Folder()
     factories = {}
     limiter = ConnectionLimiter(
         config.limits.max_connections, config.limits.max_connections_per_address
@@ -102,7 +102,7 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
     for name in parents:
         child = root.children.get(name)
         if child is None:
-            child = Resource()
+            child = Folder()
             root.putChild(name, cast(IResource, child))
         root = child
     root.putChild(leaf, resource)
