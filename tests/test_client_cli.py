@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -169,3 +170,65 @@ async def test_server_closing_ends_the_session_with_its_reason(server: Server) -
     assert process.returncode == 1
     assert json.loads(stdout.splitlines()[0]) == {"type": "state", "value": 0}
     assert stderr == "wsapp-client: connection closed (4000 bye)\n"
+
+
+async def run_until_server_closes(url: str, close: Any) -> tuple[Any, ...]:
+    """
+    Run ``wsapp-client URL`` with standard input a pipe that ``sleep 30`` holds open; once it
+    printed its first line (it is connected), call ``close()``; return (exit status, stdout,
+    stderr, seconds from close to exit).
+    """
+    sleeper = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [str(BIN / "wsapp-client"), url],
+        stdin=sleeper.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert sleeper.stdout is not None and process.stdout is not None
+    sleeper.stdout.close()
+    try:
+        first = await deferToThread(process.stdout.readline)  # the connection is open
+        close()
+        closed = time.monotonic()
+        stdout, stderr = await deferToThread(process.communicate, timeout=20)
+        return process.returncode, first + stdout, stderr, time.monotonic() - closed
+    finally:
+        for running in (process, sleeper):
+            if running.poll() is None:
+                running.kill()
+                running.wait()
+
+
+@pytest.mark.parametrize(("code", "status"), [(1000, 0), (1011, 1)])
+@pytest_twisted.ensureDeferred
+async def test_exits_when_the_server_closes_while_a_pipe_stays_open(
+    server: Server, code: int, status: int
+) -> None:
+    """With stdin a pipe that stays open, a server close ends the client at once: 0 or 1."""
+
+    def close() -> None:
+        for connection in list(server.factory("/counter").registry):
+            connection.close_with(code, "done")
+
+    returncode, stdout, stderr, took = await run_until_server_closes(server.url("/counter"), close)
+    assert (returncode, json.loads(stdout.splitlines()[0])) == (
+        status,
+        {"type": "state", "value": 0},
+    )
+    assert stderr == ("" if status == 0 else f"wsapp-client: connection closed ({code} done)\n")
+    assert took < 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_exits_0_when_twistd_shuts_down(twistd: Any, tmp_path: Path) -> None:
+    """SIGTERM to the server (close 1001) ends a client whose stdin pipe stays open, status 0."""
+    (tmp_path / "config.yaml").write_text("port: tcp:0:interface=127.0.0.1\n")
+    server = twistd()
+    returncode, stdout, stderr, took = await run_until_server_closes(
+        server.url("/counter"), lambda: server.process.send_signal(signal.SIGTERM)
+    )
+    assert (returncode, stderr) == (0, "")
+    assert json.loads(stdout.splitlines()[0]) == {"type": "state", "value": 0}
+    assert took < 5

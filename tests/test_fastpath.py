@@ -12,10 +12,14 @@ import pytest_twisted
 import txaio
 import websockets
 from autobahn.nvx._xormasker import create_xor_masker as nvx_masker
+from autobahn.twisted.websocket import WebSocketAdapterProtocol
 from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket.compress_deflate import PerMessageDeflate
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import LogCapture, Server, aio, connect, sleep
+from wsapp import fastpath
 from wsapp.bench.wire import handshake_request, masked_frame
 from wsapp.fastpath import SMALL_FRAME, _Pretty, _SmallFrameUnmasker
 
@@ -107,3 +111,101 @@ async def test_connection_count_follows_opens_and_closes(server: Server) -> None
             break
         await sleep(0.02)
     assert factory.countConnections == 0
+
+
+#: (function, the global or method name it must look up): what the overrides depend on.
+LOOKUPS = [
+    (WebSocketProtocol.processData, "create_xor_masker"),
+    (WebSocketProtocol._connectionMade, "pformat"),
+    (WebSocketProtocol.onMessageEnd, "_onMessage"),
+    (WebSocketAdapterProtocol._onMessageEnd, "onMessageEnd"),
+    (WebSocketAdapterProtocol.dataReceived, "_dataReceived"),
+]
+#: Attributes of a server connection (autobahn) that the fast paths read or call.
+PROTOCOL_ATTRIBUTES = [
+    "_connectionMade",
+    "_connectionLost",
+    "_dataReceived",
+    "_closeConnection",
+    "_listeners",
+    "_perMessageCompress",
+    "send_queue",
+    "send_state",
+    "trafficStats",
+    "trackedTimings",
+    "failedByMe",
+    "message_is_binary",
+    "autoFragmentSize",
+    "logOctets",
+    "logFrames",
+    "maskServerFrames",
+    "maxMessagePayloadSize",
+    "wasMaxMessagePayloadSizeExceeded",
+]
+#: Attributes of Twisted's TCP transport that write_now reads.
+TRANSPORT_ATTRIBUTES = [
+    "socket",
+    "connected",
+    "disconnecting",
+    "_tempDataLen",
+    "offset",
+    "dataBuffer",
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_autobahn_and_twisted_internals_are_where_fastpath_expects(server: Server) -> None:
+    """Every internal wsapp.fastpath replaces or reads exists in the installed versions."""
+    client = await connect(server.url("/echo"))
+    client.send_action("ping")  # some attributes exist once a message was received
+    await client.next_event()
+    (connection,) = server.factory("/echo").registry
+    moved = [
+        f"{function.__qualname__} no longer uses {name!r}"
+        for function, name in LOOKUPS
+        if name not in function.__code__.co_names
+    ]
+    moved += [
+        f"module autobahn.websocket.protocol has no {name!r}"
+        for name in ("create_xor_masker", "pformat")
+        if not hasattr(autobahn_protocol, name)
+    ]
+    moved += [
+        f"autobahn server connections have no {name!r}"
+        for name in PROTOCOL_ATTRIBUTES
+        if not hasattr(connection, name)
+    ]
+    moved += [
+        f"twisted.internet.tcp.Connection has no {name!r}"
+        for name in TRANSPORT_ATTRIBUTES
+        if not hasattr(connection.transport, name)
+    ]
+    moved += [
+        f"PerMessageDeflate has no {name!r}"
+        for name in ("start_compress_message", "compress_message_data", "end_compress_message")
+        if not hasattr(PerMessageDeflate, name)
+    ]
+    client.sendClose()
+    assert not moved, (
+        "autobahn or Twisted changed internals that wsapp/fastpath.py relies on; adapt it "
+        "before widening the pins in pyproject.toml: " + "; ".join(moved)
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_frames_are_unmasked_by_wsapps_masker(server: Server) -> None:
+    """autobahn looks up wsapp's masker factory, which unmasks client frames under 1 KiB."""
+    assert autobahn_protocol.create_xor_masker is fastpath.create_xor_masker  # type: ignore[attr-defined]
+    assert isinstance(fastpath.create_xor_masker(b"abcd", SMALL_FRAME - 1), _SmallFrameUnmasker)
+    assert not isinstance(fastpath.create_xor_masker(b"abcd", SMALL_FRAME), _SmallFrameUnmasker)
+    messages = [os.urandom(size) for size in (1, 2, 3, 4, 5, 125, 126, 500, SMALL_FRAME - 1)]
+
+    async def echo_all() -> list[bytes]:
+        async with websockets.connect(server.url("/echo"), compression=None) as ws:
+            replies = []
+            for message in messages:
+                await ws.send(message)
+                replies.append(await ws.recv())
+            return replies
+
+    assert await aio(echo_all()) == messages

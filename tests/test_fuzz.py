@@ -35,8 +35,10 @@ CLIENT_ERRORS = {
 }
 MAX_AMOUNT = CounterProtocol.default_options["max_amount"]
 
+#: Texts that may hold lone surrogates, which JSON can escape and UTF-8 cannot encode.
+texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=8)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
     ),
@@ -49,7 +51,7 @@ requests = st.fixed_dictionaries(
     },
     optional={
         "amount": st.integers(-2 * MAX_AMOUNT, 2 * MAX_AMOUNT) | json_values,
-        "id": st.integers() | st.text(max_size=8) | json_values,
+        "id": st.integers() | texts | json_values,
     },
 )
 #: (is_binary, payload) pairs: raw bytes, text, any JSON, and request-shaped JSON.
@@ -69,7 +71,7 @@ def expected_change(is_binary: bool, payload: bytes) -> int:
         data = json.loads(payload.decode("utf-8"))
     except ValueError:
         return 0
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or has_lone_surrogate(data):
         return 0
     request_id = data.get("id")
     if "id" in data and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
@@ -82,6 +84,15 @@ def expected_change(is_binary: bool, payload: bytes) -> int:
         if isinstance(amount, int) and not isinstance(amount, bool) and abs(amount) <= MAX_AMOUNT
         else 0,
     }.get(data.get("action"), 0)  # type: ignore[arg-type]
+
+
+def has_lone_surrogate(data: Any) -> bool:
+    """Whether decoded JSON holds a string UTF-8 cannot encode: such requests are refused."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def open_in_memory() -> tuple[Any, StringTransport, Any]:

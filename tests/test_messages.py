@@ -24,6 +24,9 @@ from wsapp.messages import Request, encode, error_event, parse_request
         (b'{"action": "__init__"}', False, "invalid-request"),
         (b'{"action": "plus", "id": [1]}', False, "invalid-request"),
         (b'{"action": "plus", "id": true}', False, "invalid-request"),
+        (b'{"action": "plus", "id": "\\udfff"}', False, "invalid-json"),
+        (b'{"action": "say", "text": "\\ud83d"}', False, "invalid-json"),
+        (b"[" * 32000 + b"]" * 32000, False, "invalid-json"),
     ],
 )
 def test_bad_messages_raise_their_error_code(payload: bytes, is_binary: bool, code: str) -> None:
@@ -67,3 +70,14 @@ def test_events_encode_compactly_and_errors_echo_ids() -> None:
         "id": 4,
     }
     assert "id" not in error_event(error)
+
+
+def test_surrogate_pairs_decode_and_lone_surrogates_encode_escaped() -> None:
+    """An escaped pair is one character; encode() writes a lone surrogate as an escape."""
+    request = parse_request(b'{"action": "say", "text": "\\ud83d\\ude00", "id": "\\u00e9"}', False)
+    assert request.fields["text"] == "\U0001f600" and request.id == "\u00e9"
+    assert (
+        encode({"type": "chat", "text": "a\udfff\u00e9"})
+        == '{"type":"chat","text":"a\\udfff\u00e9"}'.encode()
+    )
+    assert json.loads(encode({"type": "x", "\ud800": 1})) == {"type": "x", "\ud800": 1}

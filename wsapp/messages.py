@@ -4,6 +4,13 @@ The JSON message layer: parse client requests and build server events.
 A request is a JSON object with an ``"action"`` and, optionally, an ``"id"`` that the
 server echoes in its reply. An event is a JSON object with a ``"type"``. This module does
 no I/O; :class:`MessageError` carries the error code sent back to the client.
+
+Lone surrogates: JSON may escape half of a UTF-16 surrogate pair (``"\\udfff"``), which
+no UTF-8 text can hold. A request containing one, anywhere (id, key, text), is refused as
+``invalid-json`` before anything runs; that error carries no id, since the id may be the
+bad string. Escaped pairs (``"\\ud83d\\ude00"``) are one character and fine. An event that
+server code builds with a lone surrogate is still sent: :func:`encode` writes it as a
+``\\uXXXX`` escape. JSON nested too deeply to decode is ``invalid-json`` as well.
 """
 
 from __future__ import annotations
@@ -106,8 +113,13 @@ def parse_request(payload: bytes, is_binary: bool) -> Request:
         raise MessageError(INVALID_UTF8, "message is not valid UTF-8") from None
     try:
         data = json.loads(text)
+        lone_surrogate = "\\u" in text and _has_lone_surrogate(data)
     except ValueError as error:
         raise MessageError(INVALID_JSON, f"message is not valid JSON: {error}") from None
+    except RecursionError:
+        raise MessageError(INVALID_JSON, "message is nested too deeply") from None
+    if lone_surrogate:
+        raise MessageError(INVALID_JSON, "message has a lone surrogate escape (\\ud800-\\udfff)")
     if not isinstance(data, dict):
         raise MessageError(INVALID_REQUEST, "a request must be a JSON object")
     if "id" in data and request_id(data) is None:
@@ -118,9 +130,21 @@ def parse_request(payload: bytes, is_binary: bool) -> Request:
     return Request(action, data, request_id(data))
 
 
+def _has_lone_surrogate(data: object) -> bool:
+    """Whether a decoded JSON value holds a string with a lone surrogate (not UTF-8 encodable)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def encode(event: Mapping[str, Any]) -> bytes:
-    """Serialize an event as compact UTF-8 JSON."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Serialize an event as compact UTF-8 JSON; a lone surrogate is written as ``\\uXXXX``."""
+    # Outside strings the JSON text is ASCII, so the only characters UTF-8 cannot encode are
+    # lone surrogates inside strings, and backslashreplace writes them as JSON escapes.
+    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def error_event(error: MessageError, request: RequestId | None = None) -> dict[str, Any]:

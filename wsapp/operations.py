@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any, Protocol, cast
 
+from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
@@ -22,7 +23,7 @@ from .exceptions import ConfigError
 from .metrics import Metrics, metrics_resource
 from .server import ServerFactory
 
-__all__ = ["HealthResource", "PageResource", "counter_path", "mount_operations"]
+__all__ = ["Folder", "HealthResource", "PageResource", "counter_path", "mount_operations"]
 
 #: Top-level URL names served here; no app may be mounted under them.
 RESERVED = ("health", "metrics")
@@ -46,6 +47,14 @@ def counter_path(factories: Mapping[str, ServerFactory]) -> str | None:
         if issubclass(factory.protocol, CounterProtocol):
             return path
     return None
+
+
+class Folder(Resource):
+    """A resource holding only children (the site root, an app's parent path): others are 404."""
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        # Resource's default answers with a class deprecated since Twisted 22.10.
+        return notFound()
 
 
 class PageResource(Resource):

@@ -32,7 +32,7 @@ from .guard import Guard, HandshakeSite
 from .hub import Hub
 from .limits import ConnectionLimiter
 from .metrics import Metrics
-from .operations import mount_operations
+from .operations import Folder, mount_operations
 from .router import HandshakeRouter
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
@@ -70,7 +70,7 @@ def build_site(
     if backend is None:
         backend = make_backend(config, reactor=reactor)
     hub = Hub(backend)
-    root = Resource()
+    root = Folder()
     factories = {}
     limiter = ConnectionLimiter(
         config.limits.max_connections, config.limits.max_connections_per_address
@@ -107,7 +107,7 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
     for name in parents:
         child = root.children.get(name)
         if child is None:
-            child = Resource()
+            child = Folder()
             root.putChild(name, cast(IResource, child))
         root = child
     root.putChild(leaf, resource)
