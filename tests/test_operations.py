@@ -130,6 +130,7 @@ async def test_health_reports_status_uptime_and_users(server: Server) -> None:
         "/echo": {"users": 1},
         "/chat": {"users": 0},
         "/clock": {"users": 0},
+        "/channels": {"users": 0},
     }
 
 
