@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +12,9 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults
 
-from tests.conftest import Twistd, connect, run_twistd, sleep
-from wsapp.backends.redis import HEARTBEAT, USERS_TTL
+from tests.conftest import RedisServer, Twistd, connect, run_twistd, sleep
+from wsapp.backends.redis import HEARTBEAT
+from wsapp.backends.redis import PRESENCE_TTL as USERS_TTL
 from wsapp.config import Config
 from wsapp.state import SAFE_INTEGER
 
@@ -23,62 +22,6 @@ from wsapp.state import SAFE_INTEGER
 USERS_BOUND = HEARTBEAT + USERS_TTL + 1
 #: Actions each client sends at once in the load test.
 ACTIONS = 100
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class RedisServer:
-    """A ``redis-server`` on a free loopback port, persisting every write (AOF, fsync always)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self, timeout: float = 10) -> None:
-        log = (self.folder / "redis.out").open("ab")
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
-                    probe.sendall(b"PING\r\n")
-                    if probe.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def command(self, *words: str) -> bytes:
-        """Send one command (e.g. CONFIG SET) and return the raw reply."""
-        request = b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
-            connection.sendall(f"*{len(words)}\r\n".encode() + request)
-            return connection.recv(1024)
-
-    def kill(self) -> None:
-        """Kill -9: nothing is written after the last acknowledged command."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server for the test; killed afterwards."""
-    server = RedisServer(tmp_path)
-    yield server
-    server.kill()
 
 
 @pytest.fixture
