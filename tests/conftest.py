@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
@@ -33,9 +33,7 @@ from wsapp.backends import PresenceChange
 from wsapp.channels import Publication
 from wsapp.client import ClientFactory, ClientProtocol
 from wsapp.config import Config
-
-if TYPE_CHECKING:
-    from wsapp.service import ServerService
+from wsapp.service import ServerService
 
 T = TypeVar("T")
 
@@ -79,8 +77,6 @@ class Server:
 @pytest.fixture
 def start_server() -> Iterator[Any]:
     """Start a server for a :class:`Config` (port forced to loopback 0); stopped after the test."""
-    from wsapp.service import ServerService
-
     services: list[ServerService] = []
 
     def start(config: Config | None = None) -> Server:

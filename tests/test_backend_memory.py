@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.conftest import Server, Twistd, connect, run_twistd
+from tests.conftest import Twistd, connect, run_twistd
 from wsapp.backends.memory import MemoryBackend
 from wsapp.backends.statefile import load_counters, save_counters
 from wsapp.exceptions import StateFileError

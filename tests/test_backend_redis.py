@@ -182,13 +182,13 @@ async def test_counter_range_is_enforced_atomically_in_redis(
 ) -> None:
     """At the edge of the safe range a plus is refused with out-of-range and changes nothing."""
     (server,) = processes(1)
-    redis_server.command("SET", "wsapp:/counter:counter", str(SAFE_INTEGER - 1))
+    redis_server.command("SET", "wsapp:0:integer:/counter", str(SAFE_INTEGER - 1))
     client = await open_counter(server)
     client.send_action("plus", id=1)
     assert await reply_to(client, 1) == {"type": "state", "value": SAFE_INTEGER, "id": 1}
     client.send_action("plus", id=2)
     assert (await reply_to(client, 2))["error"] == "out-of-range"
-    assert redis_server.command("GET", "wsapp:/counter:counter").split()[-1] == b"9007199254740991"
+    assert redis_server.command("GET", "wsapp:0:integer:/counter").split()[-1] == b"9007199254740991"
 
 
 def test_bad_backend_is_one_line_naming_the_option(tmp_path: Path) -> None:
@@ -210,6 +210,9 @@ async def test_in_process_server_on_the_asyncio_reactor(
     second = await connect(server.url("/chat"))
     third = await connect(server.url("/chat"))
     assert (await until_served(first, "plus"))["event"]["value"] == 1
+    await second.next_of("joined")
+    await third.next_of("joined")
     second.send_action("say", text="héllo", id="s")
-    assert await reply_to(second, "s") == {"type": "sent", "id": "s"}
-    assert await third.next_of("chat") == {"type": "chat", "text": "héllo"}
+    assert await reply_to(second, "s") == {"type": "sent", "room": "lobby", "offset": 1, "id": "s"}
+    chat = await third.next_of("chat")
+    assert (chat["room"], chat["text"]) == ("lobby", "héllo")
