@@ -21,6 +21,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
+from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
@@ -68,7 +69,7 @@ def build_site(
     metrics = metrics or Metrics()
     if not config.server_header.isprintable():
         raise ConfigError(source, "server_header", "must be printable text on one line")
-    root = Resource()
+    root = _Folder()
     factories = {}
     limiter = ConnectionLimiter(
         config.limits.max_connections, config.limits.max_connections_per_address
@@ -109,10 +110,17 @@ def _mount(root: Resource, path: str, resource: Any) -> None:
     for name in parents:
         child = root.children.get(name)
         if child is None:
-            child = Resource()
+            child = _Folder()
             root.putChild(name, cast(IResource, child))
         root = child
     root.putChild(leaf, resource)
+
+
+class _Folder(Resource):
+    """A resource holding children; an unknown child is Twisted's escaped 404 page."""
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
+        return pages.notFound()
 
 
 class ServerService(MultiService):
