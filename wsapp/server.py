@@ -141,6 +141,9 @@ class ServerProtocol(FastServerProtocol):
         self.factory.registry.add(self)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        headers = responseHeaders
+        if code == 401 and not headers:
+            headers = [("WWW-Authenticate", "Bearer")]  # RFC 6750
         self.factory.metrics.rejected += 1
         log.info(
             "{peer} GET {path} {status} ({reason})",
@@ -149,7 +152,7 @@ class ServerProtocol(FastServerProtocol):
             status=code,
             reason=reason,
         )
-        super().failHandshake(reason, code, responseHeaders)
+        super().failHandshake(reason, code, headers)
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         metrics = self.factory.metrics
@@ -313,6 +316,8 @@ class ServerFactory(WebSocketServerFactory):
         self.metrics = AppMetrics("", self)
         self.guard = guard or Guard(app_limit=app.max_connections)
         limits = self.guard.limits
+        #: The ``Server`` header of the handshake response (None: none).
+        self.server = self.guard.server_header or None
         # maxMessagePayloadSize also bounds inflation: autobahn stops decompressing there.
         self.setProtocolOptions(
             maxMessagePayloadSize=app.max_message_size,
@@ -325,6 +330,9 @@ class ServerFactory(WebSocketServerFactory):
             # Protocol errors close with a status code (1002, 1007, 1009) the peer can read.
             failByDrop=False,
             allowNullOrigin=True,
+            # RFC 6455 only: hybi-08 clients name their origin differently (and no browser
+            # has sent version 8 for a decade), so their handshakes are refused with 400.
+            versions=[13],
         )
         if self.compression.enabled:
             self.setProtocolOptions(

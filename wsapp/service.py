@@ -4,8 +4,8 @@ Build the running server from a :class:`~wsapp.config.Config`.
 One endpoint serves every mounted app and, beside them, the counter page, ``/health`` and
 ``/metrics`` (:mod:`wsapp.operations`). Its protocol is :class:`~wsapp.router.HeadReader`:
 a WebSocket upgrade to an app's path goes straight to that app's autobahn protocol, and
-every other request to one Twisted web :class:`~twisted.web.server.Site`, where each app is
-also a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
+every other request to one Twisted web :class:`~twisted.web.server.Site`, which answers
+426 at the apps' paths. With ``tls`` set, TLS comes from :mod:`wsapp.tls`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import importlib
 from collections.abc import Callable
 from typing import Any, cast
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -32,9 +31,10 @@ from .guard import Guard, HandshakeSite
 from .limits import ConnectionLimiter
 from .metrics import Metrics
 from .operations import Folder, mount_operations
-from .router import HandshakeRouter
+from .router import HandshakeRouter, UpgradeRequired
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
+from .tls import TLSServerEndpoint, load_tls
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
 
@@ -66,6 +66,8 @@ def build_site(
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     metrics = metrics or Metrics()
+    if not config.server_header.isprintable():
+        raise ConfigError(source, "server_header", "must be printable text on one line")
     root = Folder()
     factories = {}
     limiter = ConnectionLimiter(
@@ -91,9 +93,14 @@ def build_site(
             name=path,
         )
         factory.metrics = metrics.add_app(path, factory)
-        _mount(root, path, WebSocketResource(factory))
+        _mount(root, path, UpgradeRequired())
         factories[path] = factory
-    site = HandshakeSite(root, deadline=config.limits.open_handshake_timeout, reactor=reactor)
+    site = HandshakeSite(
+        root,
+        deadline=config.limits.open_handshake_timeout,
+        server_header=config.server_header,
+        reactor=reactor,
+    )
     return site, factories
 
 
@@ -137,18 +144,23 @@ class ServerService(MultiService):
         #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
-        description = server_endpoint(config)
+        tls = config.tls.certificate and config.port.startswith("tcp:")
+        description = config.port if tls else server_endpoint(config)
         try:
             endpoint = serverFromString(reactor, description)
         except Exception as error:
             raise ConfigError(
                 source, "port", f"invalid endpoint {description!r}: {error}"
             ) from None
+        if tls:
+            options = load_tls(config.tls.certificate, config.tls.private_key, source)
+            endpoint = TLSServerEndpoint(endpoint, options)
         #: What the endpoint listens with: upgrades to the apps, other requests to the site.
         self.router = HandshakeRouter(
             self.site,
             self.factories,
             deadline=config.limits.open_handshake_timeout,
+            server_header=config.server_header,
             reactor=reactor,
         )
         self.listener = _ListeningService(endpoint, self.router, self._listening)

@@ -159,4 +159,6 @@ class Config:
     #: ``https://*.example.com``; empty: any. Clients sending no Origin are always allowed.
     origins: tuple[str, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
+    #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
+    server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
