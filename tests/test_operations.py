@@ -113,7 +113,7 @@ def test_apps_cannot_be_mounted_over_health_or_metrics(path: str) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_health_reports_status_uptime_and_users(server: Server) -> None:
-    """/health answers 200 with the status, uptime, open connections and users per app."""
+    """/health answers 200 with the status, backend, uptime, connections and users per app."""
     clients = [await connect(server.url("/counter")) for _ in range(2)]
     await connect(server.url("/echo"))
     for client in clients:
@@ -123,6 +123,7 @@ async def test_health_reports_status_uptime_and_users(server: Server) -> None:
     assert code == 200
     assert headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert report["status"] == "ok"
+    assert report["backend"] == "memory"
     assert 0 <= report["uptime"] < 60
     assert report["connections"] == 3
     assert report["apps"] == {
