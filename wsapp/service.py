@@ -19,6 +19,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
@@ -151,7 +152,9 @@ class ServerService(MultiService):
             deadline=config.limits.open_handshake_timeout,
             reactor=reactor,
         )
-        self.listener = _ListeningService(endpoint, self.router, self._listening)
+        self.listener = _ListeningService(
+            endpoint, self.router, self._listening, description=description, source=source
+        )
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
@@ -202,18 +205,36 @@ class ServerService(MultiService):
 
 
 class _ListeningService(StreamServerEndpointService):
-    """Listens like strports' service; a failure to listen stops ``twistd`` at startup."""
+    """
+    Listens like strports' service; a failure to listen stops ``twistd`` at startup with a
+    :class:`ConfigError` on ``port`` naming the endpoint and the system's reason.
+    """
 
     _raiseSynchronously = True
 
     def __init__(
-        self, endpoint: Any, factory: HandshakeRouter, listening: Callable[[Port], None]
+        self,
+        endpoint: Any,
+        factory: HandshakeRouter,
+        listening: Callable[[Port], None],
+        *,
+        description: str,
+        source: str,
     ) -> None:
         super().__init__(endpoint, factory)
         self._on_listening = listening
+        self.description = description
+        self.source = source
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError) as error:
+            reason = error.socketError if isinstance(error, CannotListenError) else error
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise ConfigError(
+                self.source, "port", f"cannot listen on {self.description}: {text}"
+            ) from None
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)
 
