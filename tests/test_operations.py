@@ -240,3 +240,28 @@ def test_installed_twistd_serves_page_health_and_metrics(twistd: Any) -> None:
         assert json.loads(response.read())["status"] == "ok"
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         assert b'wsapp_connections{app="/counter"} 0.0' in response.read()
+
+
+@pytest.mark.parametrize(
+    ("port", "url"),
+    [
+        ("tcp:0:interface=127.0.0.1", "http://127.0.0.1:{port}/"),
+        ("tcp6:0:interface=\\:\\:1", "http://[::1]:{port}/"),
+        ("unix:{folder}/wsapp.sock", "unix:{folder}/wsapp.sock"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_serving_line_names_the_interface_given(
+    port: str, url: str, tmp_path: Any, logged: list[str]
+) -> None:
+    """The "wsapp serving" line shows the interface or socket path the endpoint names."""
+    config = Config(port=port.format(folder=tmp_path))
+    service = ServerService(config, source="test", reactor=the_reactor())
+    service.startService()
+    try:
+        assert service.port is not None
+        number = getattr(service.port.getHost(), "port", None)
+        expected = url.format(port=number, folder=tmp_path)
+        assert f"wsapp serving {expected} (apps: /counter, /echo, /chat, /clock)" in logged
+    finally:
+        await defer.maybeDeferred(service.stopService)

@@ -132,6 +132,14 @@ def test_failing_to_listen_is_one_line_naming_endpoint_and_error(
     assert errors[0].endswith(expected), output
 
 
+def test_port_number_alone_is_logged_as_every_interface(twistd: Any) -> None:
+    """--port with a number listens on every interface, and the serving line says 0.0.0.0."""
+    server = twistd("--port", "0")
+    assert f"wsapp serving http://0.0.0.0:{server.port}/ (apps: " in server.output()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10) as answer:
+        assert json.loads(answer.read())["status"] == "ok"
+
+
 def test_help_documents_every_option() -> None:
     """``twistd wsapp --help`` lists each option with its explanation."""
     result = subprocess.run(

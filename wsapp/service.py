@@ -11,12 +11,14 @@ also a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -194,14 +196,20 @@ class ServerService(MultiService):
 
     def _listening(self, port: Port) -> None:
         self.port = port
-        address = port.getHost()
-        scheme = "https" if server_endpoint(self.config).startswith("ssl:") else "http"
-        host = "127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host
         log.info(
             "wsapp serving {url} (apps: {apps})",
-            url=f"{scheme}://{host}:{address.port}/",
+            url=_url(port.getHost(), server_endpoint(self.config)),
             apps=", ".join(self.factories),
         )
+
+
+def _url(address: Any, description: str) -> str:
+    """Where ``address`` is served: ``http://0.0.0.0:8000/`` on every interface, say."""
+    if isinstance(address, UNIXAddress):
+        return f"unix:{os.fsdecode(address.name or b'')}"
+    scheme = "https" if description.startswith("ssl:") else "http"
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{scheme}://{host}:{address.port}/"
 
 
 class _ListeningService(StreamServerEndpointService):
