@@ -17,6 +17,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
@@ -141,8 +142,8 @@ class Link:
     def _prepare(self, connection: Any) -> Deferred[Any]:
         preparing: Deferred[Any] = connection.whenConnected()
         preparing.addCallback(self._connected)
-        preparing.addErrback(self._prepare_failed)
-        return preparing.addTimeout(REPLY_TIMEOUT, self.reactor)
+        preparing.addTimeout(REPLY_TIMEOUT, self.reactor)
+        return preparing.addErrback(self._prepare_failed)
 
     def _prepare_failed(self, failure: Failure) -> Failure:
         self._attempt_failed(failure)
@@ -161,6 +162,8 @@ class Link:
 def describe(failure: Failure) -> str:
     """Say in a few words why connecting failed, e.g. ``Connection refused``."""
     error = failure.value
+    if isinstance(error, ConnectTimeout):
+        return "no answer in time"
     if isinstance(error, ConnectError):
         return str(error.args[0] if error.args and error.args[0] else error.MESSAGE).rstrip(".")
     return str(error).rstrip(".") or type(error).__name__
