@@ -96,9 +96,10 @@ def _exit(error: ConfigError | StateFileError, overrides: Mapping[str, Any]) -> 
     """The one-line exit for ``error``, naming the command line if an option set its key."""
     if isinstance(error, ConfigError) and error.source != "command line":
         top, _, rest = error.key.partition(".")
-        given = overrides.get(top)
-        if top == "apps" and isinstance(given, Mapping):
-            given = [path for path in given if rest == path or rest.startswith(f"{path}.")]
+        given = top in overrides
+        if top == "apps":  # only the apps mounted by --mount
+            mounted = overrides.get("apps", {})
+            given = any(rest == path or rest.startswith(f"{path}.") for path in mounted)
         if given:
             error = ConfigError("command line", error.key, error.message)
     return SystemExit(f"twistd wsapp: {error}")
