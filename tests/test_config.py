@@ -118,7 +118,14 @@ def test_invalid_values_name_file_and_key(
         (lambda path: None, "cannot read file: No such file or directory"),
         (lambda path: path.mkdir(), "cannot read file: Is a directory"),
         (lambda path: path.write_bytes(b"port: \xff\n"), "cannot read file"),
-        (lambda path: path.write_text("apps: {/c: [\n"), "invalid YAML at line 2"),
+        (
+            lambda path: path.write_text("apps: {/c: [\n"),
+            "invalid YAML at line 2, column 1: expected the node content, but found '<stream end>'",
+        ),
+        (
+            lambda path: path.write_text("port: 80\n  bad: 1\n"),
+            "invalid YAML at line 2, column 6: mapping values are not allowed here",
+        ),
     ],
 )
 def test_unreadable_files_are_named(tmp_path: Path, setup: object, message: str) -> None:

@@ -11,13 +11,16 @@ every other request to one Twisted web :class:`~twisted.web.server.Site`, which 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
@@ -163,7 +166,9 @@ class ServerService(MultiService):
             server_header=config.server_header,
             reactor=reactor,
         )
-        self.listener = _ListeningService(endpoint, self.router, self._listening)
+        self.listener = _ListeningService(
+            endpoint, self.router, self._listening, description=description, source=source
+        )
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
@@ -203,29 +208,53 @@ class ServerService(MultiService):
 
     def _listening(self, port: Port) -> None:
         self.port = port
-        address = port.getHost()
-        scheme = "https" if server_endpoint(self.config).startswith("ssl:") else "http"
-        host = "127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host
         log.info(
             "wsapp serving {url} (apps: {apps})",
-            url=f"{scheme}://{host}:{address.port}/",
+            url=_url(port.getHost(), server_endpoint(self.config)),
             apps=", ".join(self.factories),
         )
 
 
+def _url(address: Any, description: str) -> str:
+    """Where ``address`` is served: ``http://0.0.0.0:8000/`` on every interface, say."""
+    if isinstance(address, UNIXAddress):
+        return f"unix:{os.fsdecode(address.name or b'')}"
+    scheme = "https" if description.startswith("ssl:") else "http"
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{scheme}://{host}:{address.port}/"
+
+
 class _ListeningService(StreamServerEndpointService):
-    """Listens like strports' service; a failure to listen stops ``twistd`` at startup."""
+    """
+    Listens like strports' service; a failure to listen stops ``twistd`` at startup with a
+    :class:`ConfigError` on ``port`` naming the endpoint and the system's reason.
+    """
 
     _raiseSynchronously = True
 
     def __init__(
-        self, endpoint: Any, factory: HandshakeRouter, listening: Callable[[Port], None]
+        self,
+        endpoint: Any,
+        factory: HandshakeRouter,
+        listening: Callable[[Port], None],
+        *,
+        description: str,
+        source: str,
     ) -> None:
         super().__init__(endpoint, factory)
         self._on_listening = listening
+        self.description = description
+        self.source = source
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError) as error:
+            reason = error.socketError if isinstance(error, CannotListenError) else error
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise ConfigError(
+                self.source, "port", f"cannot listen on {self.description}: {text}"
+            ) from None
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)
 

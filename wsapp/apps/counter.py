@@ -8,6 +8,9 @@ The counter and the users count live in the factory's backend state, so every pr
 behind a load balancer serves the same ones (see :mod:`wsapp.backends`). The users count is
 reported at most once per ``users_interval`` seconds: when thousands of clients connect at
 once (after a restart, say), each gets a handful of ``users`` events, not one per other client.
+
+A new client gets its ``state`` first, then ``users``; no client gets the same ``users``
+count twice in a row.
 """
 
 from __future__ import annotations
@@ -37,15 +40,40 @@ class CounterFactory(ServerFactory):
 
     #: Counter changes this process has broadcast.
     changes = 0
+    #: The users count last broadcast to this process's clients (None: none yet).
+    users: int | None = None
 
     @cached_property
     def users_throttle(self) -> Throttle:
         """Spaces this process's users reports ``users_interval`` seconds apart."""
         return Throttle(self.options["users_interval"])
 
+    @cached_property
+    def joining(self) -> dict[ServerProtocol, None]:
+        """Connections not sent a state yet, in the order they opened: no users count yet."""
+        return {}
+
+    @cached_property
+    def unaware(self) -> set[ServerProtocol]:
+        """Connections sent a state but not yet :attr:`users`."""
+        return set()
+
+    def welcome(self, connection: ServerProtocol) -> None:
+        """``connection`` was sent a state: from now on it gets the users count too."""
+        if self.joining.pop(connection, False) is None:
+            self.unaware.add(connection)
+
+    def forget(self, connection: ServerProtocol) -> None:
+        """``connection`` left."""
+        self.joining.pop(connection, None)
+        self.unaware.discard(connection)
+
     def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
         self.changes += 1
         self.broadcast(state_event(value), exclude=exclude)
+        for connection in list(self.joining):
+            if connection is not exclude:
+                self.welcome(connection)
 
     def count_users(self) -> None:
         """Report this process's users count, at most once per ``users_interval`` seconds."""
@@ -60,7 +88,26 @@ class CounterFactory(ServerFactory):
         self.state.report_users(len(self.registry))
 
     def users_changed(self, count: int) -> None:
-        self.broadcast(users_event(count))
+        """
+        Send ``count`` to every connection sent a state, unless it has that count already.
+
+        A connection still joining gets a count later: its own join is reported after its
+        first state was sent.
+        """
+        if count == self.users:
+            for connection in self.unaware:
+                connection.send_event(users_event(count))
+            self.unaware.clear()
+            return
+        self.users = count
+        self.unaware.clear()
+        # Out of the registry for this one broadcast, still framed once for all the others.
+        held = [connection for connection in self.joining if self.registry.discard(connection)]
+        try:
+            self.broadcast(users_event(count))
+        finally:
+            for connection in held:
+                self.registry.add(connection)
 
 
 class CounterProtocol(ServerProtocol):
@@ -82,6 +129,7 @@ class CounterProtocol(ServerProtocol):
 
     def onOpen(self) -> None:
         super().onOpen()
+        self.factory.joining[self] = None
         changes = self.factory.changes
         reading = self.factory.state.counter_value()
         reading.addCallbacks(self._send_first_state, self.request_failed, callbackArgs=(changes,))
@@ -95,8 +143,10 @@ class CounterProtocol(ServerProtocol):
 
     def _send_state(self, value: int, request_id: RequestId | None = None) -> None:
         self.send_event(with_id(state_event(value), request_id))
+        self.factory.welcome(self)
 
     def onLeave(self) -> None:
+        self.factory.forget(self)
         self.factory.count_users()
 
     def action_plus(self, request: Request) -> None:

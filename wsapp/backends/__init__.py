@@ -86,6 +86,14 @@ class AppState(ABC):
 class Backend(Service, ABC):
     """A Twisted service holding the state of every app of one server."""
 
+    #: Where the state lives, as ``/health`` names it: ``memory`` or the Redis URL.
+    address = "memory"
+
+    @property
+    def available(self) -> bool:
+        """Whether the state can be read and changed right now."""
+        return True
+
     @abstractmethod
     def app(self, name: str, listener: StateListener) -> AppState:
         """Return the state of the app mounted as ``name`` (its URL path)."""

@@ -205,7 +205,13 @@ class RedisBackend(Backend):
         self._tokens = itertools.count(1)
         endpoint = HostnameEndpoint(reactor, host, port, timeout=REPLY_TIMEOUT)
         self.commands = Link(
-            endpoint, txredisapi.RedisProtocol, db, self._ready, self._lost, reactor
+            endpoint,
+            txredisapi.RedisProtocol,
+            db,
+            self._ready,
+            self._lost,
+            reactor,
+            retrying=self._retrying,
         )
         self.subscription = Link(
             endpoint, Subscriber, db, self._subscribe, self._unsubscribed, reactor
@@ -303,6 +309,15 @@ class RedisBackend(Backend):
             log.info("Connected to {address}", address=self.address)
             for state in self.apps.values():
                 state.resynchronize()
+
+    def _retrying(self, reason: str, delay: float) -> None:
+        """One line per retry of the command connection (the subscription retries alike)."""
+        log.warn(
+            "Redis {address} unreachable ({reason}); retrying in {delay:.1f} s",
+            address=self.address,
+            reason=reason,
+            delay=delay,
+        )
 
     def _lost(self) -> None:
         if self._was_available and self.running:
