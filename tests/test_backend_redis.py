@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ def processes(tmp_path: Path, redis_server: RedisServer) -> Iterator[Any]:
     """Start ``twistd -n wsapp`` processes on the test's Redis, each in its own folder."""
     started: list[Twistd] = []
 
-    def start(count: int) -> list[Twistd]:
+    def start(count: int, config: str = "") -> list[Twistd]:
         for _ in range(count):
             folder = tmp_path / f"twistd-{len(started)}"
             folder.mkdir()
+            (folder / "config.yaml").write_text(config)
             port = "tcp:0:interface=127.0.0.1"
             started.append(Twistd(["--port", port, "--backend", redis_server.url], folder))
         return started[-count:]
@@ -188,7 +190,9 @@ async def test_counter_range_is_enforced_atomically_in_redis(
     assert await reply_to(client, 1) == {"type": "state", "value": SAFE_INTEGER, "id": 1}
     client.send_action("plus", id=2)
     assert (await reply_to(client, 2))["error"] == "out-of-range"
-    assert redis_server.command("GET", "wsapp:0:integer:/counter").split()[-1] == b"9007199254740991"
+    assert (
+        redis_server.command("GET", "wsapp:0:integer:/counter").split()[-1] == b"9007199254740991"
+    )
 
 
 def test_bad_backend_is_one_line_naming_the_option(tmp_path: Path) -> None:
@@ -216,3 +220,48 @@ async def test_in_process_server_on_the_asyncio_reactor(
     assert await reply_to(second, "s") == {"type": "sent", "room": "lobby", "offset": 1, "id": "s"}
     chat = await third.next_of("chat")
     assert (chat["room"], chat["text"]) == ("lobby", "héllo")
+
+
+#: Rounds of joins in the ordering test: one client on one process, two on the other.
+TRIES = 20
+#: A config.yaml where each join and leave reports the users count at once.
+EVERY_JOIN = """
+apps:
+  /counter: {protocol: wsapp.apps.counter:CounterProtocol, options: {users_interval: 0}}
+"""
+
+
+def repeats(counts: list[int]) -> list[int]:
+    """The users counts that came twice in a row."""
+    return [count for before, count in pairwise(counts) if before == count]
+
+
+async def users_until(client: Any, count: int, seen: list[dict[str, Any]]) -> None:
+    """Record ``client``'s events in ``seen`` until it is told ``count`` users, then the rest."""
+    while not (seen and seen[-1] == {"type": "users", "count": count}):
+        seen.append(await client.next_event(10))
+    while client.events.pending:
+        seen.append(client.events.pending.pop(0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_clients_get_state_before_users_and_no_count_twice(processes: Any) -> None:
+    """Clients joining while others join both processes get state first; no count comes twice."""
+    servers = processes(2, EVERY_JOIN)
+    watchers = [await open_counter(server) for server in servers]
+    joined: list[list[dict[str, Any]]] = []
+    for attempt in range(TRIES):
+        await open_counter(servers[(attempt + 1) % 2])  # its users report is on its way
+        url = servers[attempt % 2].url("/counter")
+        pair = await gatherResults([Deferred.fromCoroutine(connect(url)) for _ in range(2)])
+        total = len(watchers) + 3 * attempt + 3
+        for client in pair:
+            joined.append([])
+            await users_until(client, total, joined[-1])
+    for attempt, events in enumerate(joined):
+        assert events[0]["type"] == "state", (attempt, events)
+        assert not repeats([e["count"] for e in events if e["type"] == "users"]), (attempt, events)
+    for watcher in watchers:
+        seen: list[dict[str, Any]] = []
+        await users_until(watcher, len(watchers) + 3 * TRIES, seen)
+        assert not repeats([e["count"] for e in seen if e["type"] == "users"]), seen

@@ -71,7 +71,7 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
             "prot: 80",
             "prot",
             "unknown key (expected one of: apps, auth, backend, channels, compression, limits, "
-            "origins, port, shutdown, state_file, state_interval, tls)",
+            "origins, port, server_header, shutdown, state_file, state_interval, tls)",
         ),
         ("port: [80]", "port", "expected a port number or endpoint string, got a list"),
         ("port: 70000", "port", "port 70000 is out of range (0-65535)"),
@@ -118,7 +118,14 @@ def test_invalid_values_name_file_and_key(
         (lambda path: None, "cannot read file: No such file or directory"),
         (lambda path: path.mkdir(), "cannot read file: Is a directory"),
         (lambda path: path.write_bytes(b"port: \xff\n"), "cannot read file"),
-        (lambda path: path.write_text("apps: {/c: [\n"), "invalid YAML at line 2"),
+        (
+            lambda path: path.write_text("apps: {/c: [\n"),
+            "invalid YAML at line 2, column 1: expected the node content, but found '<stream end>'",
+        ),
+        (
+            lambda path: path.write_text("port: 80\n  bad: 1\n"),
+            "invalid YAML at line 2, column 6: mapping values are not allowed here",
+        ),
     ],
 )
 def test_unreadable_files_are_named(tmp_path: Path, setup: object, message: str) -> None:

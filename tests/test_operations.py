@@ -113,7 +113,7 @@ def test_apps_cannot_be_mounted_over_health_or_metrics(path: str) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_health_reports_status_uptime_and_users(server: Server) -> None:
-    """/health answers 200 with the status, uptime, open connections and users per app."""
+    """/health answers 200 with the status, backend, uptime, connections and users per app."""
     clients = [await connect(server.url("/counter")) for _ in range(2)]
     await connect(server.url("/echo"))
     for client in clients:
@@ -123,6 +123,7 @@ async def test_health_reports_status_uptime_and_users(server: Server) -> None:
     assert code == 200
     assert headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert report["status"] == "ok"
+    assert report["backend"] == "memory"
     assert 0 <= report["uptime"] < 60
     assert report["connections"] == 3
     assert report["apps"] == {
@@ -240,3 +241,28 @@ def test_installed_twistd_serves_page_health_and_metrics(twistd: Any) -> None:
         assert json.loads(response.read())["status"] == "ok"
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         assert b'wsapp_connections{app="/counter"} 0.0' in response.read()
+
+
+@pytest.mark.parametrize(
+    ("port", "url"),
+    [
+        ("tcp:0:interface=127.0.0.1", "http://127.0.0.1:{port}/"),
+        ("tcp6:0:interface=\\:\\:1", "http://[::1]:{port}/"),
+        ("unix:{folder}/wsapp.sock", "unix:{folder}/wsapp.sock"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_serving_line_names_the_interface_given(
+    port: str, url: str, tmp_path: Any, logged: list[str]
+) -> None:
+    """The "wsapp serving" line shows the interface or socket path the endpoint names."""
+    config = Config(port=port.format(folder=tmp_path))
+    service = ServerService(config, source="test", reactor=the_reactor())
+    service.startService()
+    try:
+        assert service.port is not None
+        number = getattr(service.port.getHost(), "port", None)
+        expected = url.format(port=number, folder=tmp_path)
+        assert f"wsapp serving {expected} (apps: /counter, /echo, /chat, /clock)" in logged
+    finally:
+        await defer.maybeDeferred(service.stopService)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,7 @@ from autobahn.websocket.types import ConnectionRequest
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import LogCapture, Server, aio, close_code, connect, sleep
-from tests.rawws import open_raw, status_of
+from tests.rawws import open_raw, status_of, upgrade_request
 from wsapp.apps.counter import CounterProtocol
 from wsapp.config import AppConfig, AuthConfig, Config, LimitsConfig
 
@@ -32,10 +33,15 @@ async def counter_client(server: Server) -> Any:
 
 async def refused_status(url: str, **options: Any) -> int:
     """The HTTP status a websockets client's handshake is refused with."""
+    return (await refusal(url, **options)).status_code
+
+
+async def refusal(url: str, **options: Any) -> Any:
+    """The HTTP response a websockets client's handshake is refused with."""
     with pytest.raises(InvalidStatus) as refused:
         async with websockets.connect(url, **options):
             pass
-    return refused.value.response.status_code
+    return refused.value.response
 
 
 async def close_code_after_sending(url: str, message: str | bytes, **options: Any) -> int:
@@ -169,13 +175,31 @@ async def test_origin_allow_list(start_server: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_hybi_08_handshake_cannot_bypass_the_origin_check(start_server: Any) -> None:
+    """Version 8 (origin in Sec-WebSocket-Origin) is refused, whatever origin it names."""
+    server = start_server(Config(origins=("https://app.example",)))
+    for origin in ["https://evil.example", "https://app.example"]:
+        request = upgrade_request("/counter", {"Sec-WebSocket-Origin": origin})
+        request = request.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8")
+        reader, writer = await aio(asyncio.open_connection("127.0.0.1", server.port))
+        writer.write(request)
+        head = await aio(asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 400 "), origin
+    assert len(server.factory("/counter").registry) == 0
+    # The same handshake in version 13 with a listed Origin opens.
+    assert await aio(status_of(server.port, headers={"Origin": "https://app.example"})) == 101
+
+
+@pytest_twisted.ensureDeferred
 async def test_token_required(start_server: Any) -> None:
     """With auth.tokens: no token 401, wrong 403, query or Bearer token opens; counts unchanged."""
     server = start_server(Config(auth=AuthConfig(tokens=("s3cret",))))
     url = server.url("/counter")
     watcher = await connect(url + "?token=s3cret")
     assert (await watcher.next_of("users"))["count"] == 1
-    assert await aio(refused_status(url)) == 401
+    missing = await aio(refusal(url))
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
     assert await aio(refused_status(url + "?token=wrong")) == 403
     assert await aio(status_of(server.port, headers={"Authorization": "Bearer nope"})) == 403
 

@@ -6,9 +6,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,21 @@ def test_config_option_names_another_file(tmp_path: Path, monkeypatch: Any) -> N
         ({}, ["-c", "missing.yaml"], "missing.yaml: cannot read file"),
         ({"config.yaml": "apps: {/a: nope.nope:App}"}, [], "config.yaml: apps./a.protocol: cannot"),
         ({}, ["--port", "99999"], "command line: port: port 99999 is out of range"),
-        ({}, ["--port", "bogus:1"], "built-in defaults: port: invalid endpoint 'bogus:1'"),
+        ({}, ["--port", "bogus:1"], "command line: port: invalid endpoint 'bogus:1'"),
+        ({"c.yaml": "port: 'bogus:1'"}, ["-c", "c.yaml"], "c.yaml: port: invalid endpoint"),
+        ({}, ["--backend", "bogus"], "command line: backend: expected memory or redis://"),
         ({}, ["--mount", "/x=os.path"], "command line: apps./x.protocol: expected an import path"),
-        ({}, ["--mount", "/x=os:path"], "built-in defaults: apps./x.protocol: 'os:path' is not a"),
+        ({}, ["--mount", "/x=os:path"], "command line: apps./x.protocol: 'os:path' is not a"),
+        (
+            {"config.yaml": "apps: {/a: nope.nope:App}"},
+            ["--mount", "/b=wsapp.apps.echo:EchoProtocol"],
+            "config.yaml: apps./a.protocol: cannot import",
+        ),
+        (
+            {"c.yaml": "port: 80\n  bad: 1\n"},
+            ["-c", "c.yaml"],
+            "c.yaml: invalid YAML at line 2, column 6: mapping values are not allowed here",
+        ),
         ({}, ["--compression-level", "0"], "command line: compression.level: must be between"),
     ],
 )
@@ -84,12 +98,46 @@ def test_bad_settings_end_with_one_line_and_nonzero_exit(
     assert last_line.startswith("twistd wsapp: ") and error in last_line, result.stderr
 
 
-def test_port_in_use_is_a_startup_error(tmp_path: Path, twistd: Any) -> None:
-    """A second server on a port already taken exits non-zero instead of running deaf."""
-    first = twistd("--port", "tcp:0:interface=127.0.0.1")
-    result = run_twistd(tmp_path, "--port", f"tcp:{first.port}:interface=127.0.0.1")
-    assert result.returncode != 0
-    assert "Address already in use" in result.stdout + result.stderr
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket is listening on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("tcp:{taken}:interface=127.0.0.1", "Address already in use"),
+        ("tcp:0:interface=192.0.2.1", "Cannot assign requested address"),
+        ("unix:{folder}/missing/wsapp.sock", "No such file or directory"),
+        ("unix:{folder}/file/wsapp.sock", "Not a directory"),
+    ],
+)
+def test_failing_to_listen_is_one_line_naming_endpoint_and_error(
+    tmp_path: Path, taken_port: int, endpoint: str, reason: str
+) -> None:
+    """A port in use, an address not here or an unusable socket path: one line, exit 1."""
+    (tmp_path / "file").write_text("")
+    endpoint = endpoint.format(taken=taken_port, folder=tmp_path)
+    result = run_twistd(tmp_path, "--port", endpoint)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "twistd wsapp: " in line]
+    assert len(errors) == 1, output
+    expected = f"twistd wsapp: command line: port: cannot listen on {endpoint}: {reason}"
+    assert errors[0].endswith(expected), output
+
+
+def test_port_number_alone_is_logged_as_every_interface(twistd: Any) -> None:
+    """--port with a number listens on every interface, and the serving line says 0.0.0.0."""
+    server = twistd("--port", "0")
+    assert f"wsapp serving http://0.0.0.0:{server.port}/ (apps: " in server.output()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10) as answer:
+        assert json.loads(answer.read())["status"] == "ok"
 
 
 def test_help_documents_every_option() -> None:

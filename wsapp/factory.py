@@ -75,6 +75,8 @@ class ServerFactory(WebSocketServerFactory):
         self.metrics = AppMetrics("", self)
         self.guard = guard or Guard(app_limit=app.max_connections)
         limits = self.guard.limits
+        #: The ``Server`` header of the handshake response (None: none).
+        self.server = self.guard.server_header or None
         # maxMessagePayloadSize also bounds inflation: autobahn stops decompressing there.
         self.setProtocolOptions(
             maxMessagePayloadSize=app.max_message_size,
@@ -87,6 +89,9 @@ class ServerFactory(WebSocketServerFactory):
             # Protocol errors close with a status code (1002, 1007, 1009) the peer can read.
             failByDrop=False,
             allowNullOrigin=True,
+            # RFC 6455 only: hybi-08 clients name their origin differently (and no browser
+            # has sent version 8 for a decade), so their handshakes are refused with 400.
+            versions=[13],
         )
         if self.compression.enabled:
             self.setProtocolOptions(

@@ -7,7 +7,7 @@ What keeps a public endpoint serving: handshake checks, slow-consumer handling, 
   Twisted pauses it when the bytes queued to the client pass the high-water mark, and
   resumes it once they are written.
 - :class:`HandshakeSite` drops connections that have not sent a complete request within the
-  opening-handshake timeout (slowloris).
+  opening-handshake timeout (slowloris), and names the server by ``server_header`` only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.web.server import Site
+from twisted.web.server import Request, Site, version
 from zope.interface import implementer
 
 from .config import Config, LimitsConfig
@@ -58,6 +58,8 @@ class Guard:
         )
         self.origins = _origin_pattern(config.origins)
         self.tokens = config.auth.tokens
+        #: The ``Server`` header of handshake responses ("": none).
+        self.server_header = config.server_header
         #: Set when the server begins to shut down: new handshakes get 503.
         self.draining = False
 
@@ -75,6 +77,8 @@ class Guard:
 
     def admit(self, protocol: ServerProtocol, request: ConnectionRequest) -> None:
         """Check a handshake; raise :class:`ConnectionDeny` (nothing counted) to refuse it."""
+        if "content-length" in request.headers or "transfer-encoding" in request.headers:
+            raise ConnectionDeny(400, "an upgrade request has no body")
         if self.draining:
             raise ConnectionDeny(503, "server shutting down")
         if not self.origin_allowed(request.headers.get("origin")):
@@ -195,12 +199,16 @@ class SendGate:
 class HandshakeSite(Site):
     """
     A :class:`Site` whose connections must send a complete request within ``deadline``
-    seconds of connecting, and may not idle longer than that between two requests.
+    seconds of connecting, and may not idle longer than that between two requests. Its
+    responses carry ``Server: server_header`` (none if empty) instead of Twisted's version.
     """
 
-    def __init__(self, resource: Any, *, deadline: float, reactor: Any = None) -> None:
-        super().__init__(resource, timeout=deadline, reactor=reactor)
+    def __init__(
+        self, resource: Any, *, deadline: float, server_header: str = "wsapp", reactor: Any = None
+    ) -> None:
+        super().__init__(resource, requestFactory=_NamedRequest, timeout=deadline, reactor=reactor)
         self.deadline = deadline
+        self.server_header = server_header
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
@@ -217,3 +225,17 @@ def _expire(protocol: Any) -> None:
     if not (channel._handlingRequest or channel.requests):
         log.info("{peer}: no complete request in time", peer=transport.getPeer())
         transport.abortConnection()
+
+
+class _NamedRequest(Request):
+    """A request whose response names the server by its site's ``server_header``."""
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.responseHeaders.getRawHeaders(b"server") == [version]:
+            channel: Any = self.channel
+            name: str = channel.site.server_header
+            if name:
+                self.responseHeaders.setRawHeaders(b"server", [name.encode()])
+            else:
+                self.responseHeaders.removeHeader(b"server")
+        super().write(data)

@@ -2,7 +2,8 @@
 The HTTP side of the server, next to the WebSocket apps on the same port.
 
 - ``GET /``: the counter page (``wsapp/web/counter.html``), connected to the counter app.
-- ``GET /health``: JSON status; 200 while serving, 503 once shutdown has begun.
+- ``GET /health``: JSON status; 200 while serving, 503 once shutdown has begun or while
+  the backend (Redis) is unreachable, so a load balancer sends clients elsewhere.
 - ``GET /metrics``: Prometheus text (:mod:`wsapp.metrics`).
 """
 
@@ -19,6 +20,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from .apps.counter import CounterProtocol
+from .backends import Backend
 from .exceptions import ConfigError
 from .metrics import Metrics, metrics_resource
 from .server import ServerFactory
@@ -37,6 +39,9 @@ class ServerStatus(Protocol):
 
     @property
     def stopping(self) -> bool: ...
+
+    @property
+    def backend(self) -> Backend: ...
 
     def uptime(self) -> float: ...
 
@@ -74,7 +79,10 @@ class PageResource(Resource):
 
 
 class HealthResource(Resource):
-    """JSON status of the server: 200 while serving, 503 while shutting down."""
+    """
+    JSON status of the server: 200 while serving (``ok``); 503 while shutting down
+    (``stopping``) or while the backend is unreachable (``backend-unavailable``).
+    """
 
     isLeaf = True
 
@@ -85,18 +93,27 @@ class HealthResource(Resource):
     def report(self) -> dict[str, Any]:
         """Return the status document."""
         users = {path: len(factory.registry) for path, factory in self.status.factories.items()}
+        backend = self.status.backend
+        if self.status.stopping:
+            status = "stopping"
+        elif not backend.available:
+            status = "backend-unavailable"
+        else:
+            status = "ok"
         return {
-            "status": "stopping" if self.status.stopping else "ok",
+            "status": status,
+            "backend": backend.address,
             "uptime": round(self.status.uptime(), 3),
             "connections": sum(users.values()),
             "apps": {path: {"users": count} for path, count in users.items()},
         }
 
     def render_GET(self, request: Request) -> bytes:
-        request.setResponseCode(503 if self.status.stopping else 200)
+        report = self.report()
+        request.setResponseCode(200 if report["status"] == "ok" else 503)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(self.report()).encode() + b"\n"
+        return json.dumps(report).encode() + b"\n"
 
 
 def mount_operations(

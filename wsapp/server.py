@@ -177,6 +177,9 @@ class ServerProtocol(FastServerProtocol):
         super()._onOpen()
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        headers = responseHeaders
+        if code == 401 and not headers:
+            headers = [("WWW-Authenticate", "Bearer")]  # RFC 6750
         self.factory.metrics.rejected += 1
         log.info(
             "{peer} GET {path} {status} ({reason})",
@@ -185,7 +188,7 @@ class ServerProtocol(FastServerProtocol):
             status=code,
             reason=reason,
         )
-        super().failHandshake(reason, code, responseHeaders)
+        super().failHandshake(reason, code, headers)
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:
         metrics = self.factory.metrics

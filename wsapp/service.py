@@ -4,21 +4,23 @@ Build the running server from a :class:`~wsapp.config.Config`.
 One endpoint serves every mounted app and, beside them, the counter page, ``/health`` and
 ``/metrics`` (:mod:`wsapp.operations`). Its protocol is :class:`~wsapp.router.HeadReader`:
 a WebSocket upgrade to an app's path goes straight to that app's autobahn protocol, and
-every other request to one Twisted web :class:`~twisted.web.server.Site`, where each app is
-also a :class:`~autobahn.twisted.resource.WebSocketResource` on its URL path.
+every other request to one Twisted web :class:`~twisted.web.server.Site`, which answers
+426 at the apps' paths. With ``tls`` set, TLS comes from :mod:`wsapp.tls`.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
 from twisted.logger import Logger
@@ -33,9 +35,10 @@ from .hub import Hub
 from .limits import ConnectionLimiter
 from .metrics import Metrics
 from .operations import Folder, mount_operations
-from .router import HandshakeRouter
+from .router import HandshakeRouter, UpgradeRequired
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
+from .tls import TLSServerEndpoint, load_tls
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
 
@@ -70,6 +73,8 @@ def build_site(
     if backend is None:
         backend = make_backend(config, reactor=reactor)
     hub = Hub(backend)
+    if not config.server_header.isprintable():
+        raise ConfigError(source, "server_header", "must be printable text on one line")
     root = Folder()
     factories = {}
     limiter = ConnectionLimiter(
@@ -96,9 +101,14 @@ def build_site(
             name=path,
         )
         factory.metrics = metrics.add_app(path, factory)
-        _mount(root, path, WebSocketResource(factory))
+        _mount(root, path, UpgradeRequired())
         factories[path] = factory
-    site = HandshakeSite(root, deadline=config.limits.open_handshake_timeout, reactor=reactor)
+    site = HandshakeSite(
+        root,
+        deadline=config.limits.open_handshake_timeout,
+        server_header=config.server_header,
+        reactor=reactor,
+    )
     return site, factories
 
 
@@ -142,21 +152,28 @@ class ServerService(MultiService):
         #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
-        description = server_endpoint(config)
+        tls = config.tls.certificate and config.port.startswith("tcp:")
+        description = config.port if tls else server_endpoint(config)
         try:
             endpoint = serverFromString(reactor, description)
         except Exception as error:
             raise ConfigError(
                 source, "port", f"invalid endpoint {description!r}: {error}"
             ) from None
+        if tls:
+            options = load_tls(config.tls.certificate, config.tls.private_key, source)
+            endpoint = TLSServerEndpoint(endpoint, options)
         #: What the endpoint listens with: upgrades to the apps, other requests to the site.
         self.router = HandshakeRouter(
             self.site,
             self.factories,
             deadline=config.limits.open_handshake_timeout,
+            server_header=config.server_header,
             reactor=reactor,
         )
-        self.listener = _ListeningService(endpoint, self.router, self._listening)
+        self.listener = _ListeningService(
+            endpoint, self.router, self._listening, description=description, source=source
+        )
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
@@ -196,29 +213,53 @@ class ServerService(MultiService):
 
     def _listening(self, port: Port) -> None:
         self.port = port
-        address = port.getHost()
-        scheme = "https" if server_endpoint(self.config).startswith("ssl:") else "http"
-        host = "127.0.0.1" if address.host in ("0.0.0.0", "::") else address.host
         log.info(
             "wsapp serving {url} (apps: {apps})",
-            url=f"{scheme}://{host}:{address.port}/",
+            url=_url(port.getHost(), server_endpoint(self.config)),
             apps=", ".join(self.factories),
         )
 
 
+def _url(address: Any, description: str) -> str:
+    """Where ``address`` is served: ``http://0.0.0.0:8000/`` on every interface, say."""
+    if isinstance(address, UNIXAddress):
+        return f"unix:{os.fsdecode(address.name or b'')}"
+    scheme = "https" if description.startswith("ssl:") else "http"
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{scheme}://{host}:{address.port}/"
+
+
 class _ListeningService(StreamServerEndpointService):
-    """Listens like strports' service; a failure to listen stops ``twistd`` at startup."""
+    """
+    Listens like strports' service; a failure to listen stops ``twistd`` at startup with a
+    :class:`ConfigError` on ``port`` naming the endpoint and the system's reason.
+    """
 
     _raiseSynchronously = True
 
     def __init__(
-        self, endpoint: Any, factory: HandshakeRouter, listening: Callable[[Port], None]
+        self,
+        endpoint: Any,
+        factory: HandshakeRouter,
+        listening: Callable[[Port], None],
+        *,
+        description: str,
+        source: str,
     ) -> None:
         super().__init__(endpoint, factory)
         self._on_listening = listening
+        self.description = description
+        self.source = source
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError) as error:
+            reason = error.socketError if isinstance(error, CannotListenError) else error
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise ConfigError(
+                self.source, "port", f"cannot listen on {self.description}: {text}"
+            ) from None
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)
 

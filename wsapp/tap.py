@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -78,6 +79,7 @@ class Options(usage.Options):
         for option in ("backend", "state-file"):
             if self[option] is not None:
                 overrides[option.replace("-", "_")] = self[option]
+        self["overrides"] = overrides
         path = self["config"]
         if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
             path = DEFAULT_CONFIG_FILE
@@ -90,10 +92,40 @@ class Options(usage.Options):
             raise SystemExit(f"twistd wsapp: {error}") from None
 
 
+def _exit(error: ConfigError | StateFileError, overrides: Mapping[str, Any]) -> SystemExit:
+    """The one-line exit for ``error``, naming the command line if an option set its key."""
+    if isinstance(error, ConfigError) and error.source != "command line":
+        top, _, rest = error.key.partition(".")
+        given = top in overrides
+        if top == "apps":  # only the apps mounted by --mount
+            mounted = overrides.get("apps", {})
+            given = any(rest == path or rest.startswith(f"{path}.") for path in mounted)
+        if given:
+            error = ConfigError("command line", error.key, error.message)
+    return SystemExit(f"twistd wsapp: {error}")
+
+
+class _Twistd(MultiService):
+    """The server under ``twistd``: failing to listen exits with one line, no traceback."""
+
+    def __init__(self, server: ServerService, overrides: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.server = server
+        self.overrides = overrides
+        server.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ConfigError as error:
+            raise _exit(error, self.overrides) from None
+
+
 def makeService(options: Options) -> MultiService:
     """Build the server from parsed options; a bad app or endpoint exits with one line."""
     sys.path.insert(0, os.path.abspath(options["app-dir"]))
     try:
-        return ServerService(options["wsapp"], source=options["source"])
+        server = ServerService(options["wsapp"], source=options["source"])
     except (ConfigError, StateFileError) as error:
-        raise SystemExit(f"twistd wsapp: {error}") from None
+        raise _exit(error, options["overrides"]) from None
+    return _Twistd(server, options["overrides"])

@@ -77,6 +77,7 @@ class Backend(Service, ABC):
         """Whether requests can be served now."""
         return True
 
+
     @abstractmethod
     def publish(
         self,

@@ -83,7 +83,13 @@ class RedisBackend(Backend):
         self._missed = False
         endpoint = HostnameEndpoint(reactor, host, port, timeout=REPLY_TIMEOUT)
         self.commands = Link(
-            endpoint, txredisapi.RedisProtocol, db, self._load, self._lost, reactor
+            endpoint,
+            txredisapi.RedisProtocol,
+            db,
+            self._load,
+            self._lost,
+            reactor,
+            retrying=self._retrying,
         )
         self.subscription = Link(
             endpoint, Subscriber, db, self._resubscribe, self._unsubscribed, reactor
@@ -277,6 +283,15 @@ class RedisBackend(Backend):
             self._missed = False
             if self.listener is not None:
                 self.listener.reconnected()
+
+    def _retrying(self, reason: str, delay: float) -> None:
+        """One line per retry of the command connection (the subscription retries alike)."""
+        log.warn(
+            "Redis {address} unreachable ({reason}); retrying in {delay:.1f} s",
+            address=self.address,
+            reason=reason,
+            delay=delay,
+        )
 
     def _lost(self) -> None:
         if self._was_available and self.running:

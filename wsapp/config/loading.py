@@ -89,7 +89,9 @@ def read(path: str | os.PathLike[str]) -> Mapping[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(source, "", f"invalid YAML{where}") from None
+        problem = getattr(error, "problem", None)
+        reason = f": {problem}" if problem else ""
+        raise ConfigError(source, "", f"invalid YAML{where}{reason}") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):

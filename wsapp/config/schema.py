@@ -208,4 +208,6 @@ class Config:
     origins: tuple[str, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
+    server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)

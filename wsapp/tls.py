@@ -1,0 +1,97 @@
+"""
+TLS on the listening port from ``tls.certificate`` and ``tls.private_key`` (PEM files).
+
+:func:`tls_endpoint` wraps a TCP endpoint so that each accepted connection speaks TLS, with
+Twisted's :class:`~twisted.internet.ssl.CertificateOptions` (its protocol versions and
+ciphers) holding the certificate and key as ``cryptography`` objects. ALPN offers what the
+listening factory speaks (:class:`~twisted.internet.interfaces.IProtocolNegotiationFactory`);
+a client offering none of it goes on without ALPN rather than being failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from zope.interface import implementer
+
+from .exceptions import ConfigError
+
+__all__ = ["ServerTLS", "TLSServerEndpoint", "load_tls"]
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """Makes the server side of each TLS connection, choosing among ``protocols`` by ALPN."""
+
+    def __init__(self, options: CertificateOptions, protocols: Sequence[bytes]) -> None:
+        self.protocols = tuple(protocols)
+        self.context = options.getContext()
+        self.context.set_alpn_select_callback(self._select)
+
+    def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
+        for protocol in self.protocols:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        return SSL.Connection(self.context)
+
+
+def load_tls(certificate: str, private_key: str, source: str = "config") -> CertificateOptions:
+    """Server TLS options for a PEM certificate file (then its chain) and a PEM key file."""
+    try:
+        chain = x509.load_pem_x509_certificates(Path(certificate).read_bytes())
+    except (OSError, ValueError) as error:
+        raise ConfigError(source, "tls.certificate", f"{certificate}: {error}") from None
+    try:
+        key = load_pem_private_key(Path(private_key).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError(source, "tls.private_key", f"{private_key}: {error}") from None
+    try:
+        # pyOpenSSL takes cryptography objects where Twisted's hints still say X509/PKey.
+        options = CertificateOptions(
+            privateKey=cast(Any, key),
+            certificate=cast(Any, chain[0]),
+            extraCertChain=cast(Any, chain[1:]),
+        )
+        options.getContext()  # checks that the key matches the certificate
+    except SSL.Error as error:
+        raise ConfigError(
+            source, "tls.private_key", f"does not match the certificate: {error}"
+        ) from None
+    return options
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """``endpoint`` (TCP) with TLS from ``options`` in front of the factory it listens with."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, options: CertificateOptions) -> None:
+        self.endpoint = endpoint
+        self.options = options
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        negotiation: Any = IProtocolNegotiationFactory(protocolFactory, None)
+        protocols = [] if negotiation is None else negotiation.acceptableProtocols()
+        creator: Any = ServerTLS(self.options, protocols)
+        endpoint: Any = self.endpoint
+        listening: Deferred[IListeningPort] = endpoint.listen(
+            TLSMemoryBIOFactory(creator, False, protocolFactory)
+        )
+        return listening
