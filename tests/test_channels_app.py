@@ -382,3 +382,14 @@ async def test_subscriptions_are_limited_per_namespace_and_per_connection(
     await subscribed(connection, "pub:3")
     server_side = next(iter(server.factory("/channels").registry))
     assert server_side.subscriptions == {"few:1", "few:2", "pub:1", "pub:3"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_namespace_counts_its_own_subscriptions(start_server: Any) -> None:
+    """The default namespace's max_subscriptions holds, and counts no `few:` channel."""
+    server = start_server(channels_config(default=NamespaceConfig(max_subscriptions=2)))
+    connection = await client(server)
+    for channel in ("few", "few:1", "few:2", "other"):
+        await subscribed(connection, channel)
+    refused = await call(connection, "subscribe", channel="third")
+    assert refused["error"] == "limit-exceeded"

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..channels import HistoryResult, Position
+from ..channels import HistoryResult, Position, namespace_of
 from ..config import NamespaceConfig
 from ..exceptions import MessageError
 from ..messages import INVALID_ARGUMENT, LIMIT_EXCEEDED, PERMISSION_DENIED, Request, encode
@@ -60,9 +60,8 @@ class ChannelsProtocol(ServerProtocol):
         since = _since(request.fields.get("since"))
         if channel in self.subscriptions:
             raise MessageError(INVALID_ARGUMENT, f"already subscribed to {channel!r}")
-        in_namespace = sum(
-            1 for name in self.subscriptions if name.partition(":")[0] == channel.partition(":")[0]
-        )
+        namespace = namespace_of(channel)
+        in_namespace = sum(1 for name in self.subscriptions if namespace_of(name) == namespace)
         if in_namespace >= options.max_subscriptions:
             raise MessageError(LIMIT_EXCEEDED, "too many subscriptions in this namespace")
         if not options.recovery:
