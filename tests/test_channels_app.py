@@ -393,3 +393,23 @@ async def test_default_namespace_counts_its_own_subscriptions(start_server: Any)
         await subscribed(connection, channel)
     refused = await call(connection, "subscribe", channel="third")
     assert refused["error"] == "limit-exceeded"
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_channels_are_out_of_clients_reach(start_server: Any) -> None:
+    """A client cannot subscribe, publish to or read `$` channels such as the counter's."""
+    config = channels_config(default=NamespaceConfig(publish="anyone"))
+    server = start_server(config)
+    counter = await connect(server.url("/counter"))
+    assert (await counter.next_event())["type"] == "state"
+    await counter.next_of("users")
+    connection = await client(server)
+    for action, fields in [
+        ("subscribe", {}),
+        ("publish", {"data": "not a number"}),
+        ("history", {}),
+    ]:
+        refused = await call(connection, action, channel="$counter:/counter", **fields)
+        assert refused["error"] == "invalid-argument", (action, refused)
+    counter.send_action("plus")
+    assert await counter.next_event() == {"type": "state", "value": 1}
