@@ -413,3 +413,83 @@ async def test_server_channels_are_out_of_clients_reach(start_server: Any) -> No
         assert refused["error"] == "invalid-argument", (action, refused)
     counter.send_action("plus")
     assert await counter.next_event() == {"type": "state", "value": 1}
+
+
+async def chat_client(server: Server) -> tuple[Any, dict[str, Any]]:
+    """A chat client and its `joined` event for the lobby (it hears its own join next)."""
+    connection = await connect(server.url("/chat"))
+    joined = await connection.next_event()
+    assert joined["type"] == "joined" and joined["room"] == "lobby", joined
+    own = await connection.next_event()
+    assert own == {"type": "join", "room": "lobby", "client": joined["client"], "info": {}}
+    return connection, joined
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_room_members_see_texts_joins_and_leaves(server: Server) -> None:
+    """Two clients in a room see each other's texts and comings and goings; history on join."""
+    first, one = await chat_client(server)
+    assert (one["messages"], one["members"]) == ([], [])
+    second, two = await chat_client(server)
+    assert two["members"] == [{"client": one["client"], "info": {}}]
+    assert await first.next_event() == {
+        "type": "join",
+        "room": "lobby",
+        "client": two["client"],
+        "info": {},
+    }
+    second.send_action("say", text="hello", id="s1")
+    assert await second.next_event() == {"type": "sent", "room": "lobby", "offset": 1, "id": "s1"}
+    assert await first.next_event() == {
+        "type": "chat",
+        "room": "lobby",
+        "text": "hello",
+        "client": two["client"],
+    }
+    first.send_action("say", text="hi")
+    assert (await second.next_event())["text"] == "hi"
+    second.send_action("leave", room="lobby", id="l")
+    assert await second.next_event() == {"type": "left", "room": "lobby", "id": "l"}
+    left = await first.next_event()
+    assert (left["type"], left["client"]) == ("leave", two["client"])
+    second.send_action("join", room="lobby", id="j")
+    again = await second.next_event()
+    assert again["id"] == "j" and again["members"] == [{"client": one["client"], "info": {}}]
+    assert again["messages"] == [
+        {"text": "hello", "client": two["client"], "offset": 1},
+        {"text": "hi", "client": one["client"], "offset": 2},
+    ]
+    assert (await first.next_event())["type"] == "join"
+    second.sendClose()
+    await second.factory.closed
+    assert (await first.next_event())["type"] == "leave"
+    third, three = await chat_client(server)
+    assert [message["text"] for message in three["messages"]] == ["hello", "hi"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_say_to_a_room_not_joined_follows_the_namespace(start_server: Any) -> None:
+    """Where `chat` lets anyone publish, a text reaches a room the sender is not in; else not."""
+    server = start_server()
+    outsider, _ = await chat_client(server)
+    member, joined = await chat_client(server)
+    await outsider.next_event()  # the member's join in the lobby
+    member.send_action("join", room="side", id="j")
+    assert (await member.next_event())["room"] == "side"
+    assert (await member.next_event())["type"] == "join"  # its own, in the side room
+    outsider.send_action("say", room="side", text="knock knock", id="k")
+    assert await outsider.next_event() == {"type": "sent", "room": "side", "offset": 1, "id": "k"}
+    text = await member.next_event()
+    assert (text["type"], text["room"], text["text"]) == ("chat", "side", "knock knock")
+
+    read_only = NamespaceConfig(publish="nobody", history_size=10, presence=True, join_leave=True)
+    closed = start_server(Config(channels=ChannelsConfig(namespaces={"chat": read_only})))
+    speaker, _ = await chat_client(closed)
+    listener, _ = await chat_client(closed)
+    assert (await speaker.next_event())["type"] == "join"
+    for room in ("lobby", "side"):
+        speaker.send_action("say", room=room, text="hello", id=room)
+        refused = await speaker.next_event()
+        assert (refused["error"], refused["id"]) == ("permission-denied", room)
+    listener.send_action("say", text="me neither", id="m")
+    assert (await listener.next_event())["error"] == "permission-denied"  # no text came first
