@@ -463,7 +463,7 @@ async def test_chat_room_members_see_texts_joins_and_leaves(server: Server) -> N
     second.sendClose()
     await second.factory.closed
     assert (await first.next_event())["type"] == "leave"
-    third, three = await chat_client(server)
+    _, three = await chat_client(server)
     assert [message["text"] for message in three["messages"]] == ["hello", "hi"]
 
 
@@ -472,7 +472,7 @@ async def test_chat_say_to_a_room_not_joined_follows_the_namespace(start_server:
     """Where `chat` lets anyone publish, a text reaches a room the sender is not in; else not."""
     server = start_server()
     outsider, _ = await chat_client(server)
-    member, joined = await chat_client(server)
+    member, _ = await chat_client(server)
     await outsider.next_event()  # the member's join in the lobby
     member.send_action("join", room="side", id="j")
     assert (await member.next_event())["room"] == "side"
