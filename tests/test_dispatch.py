@@ -45,6 +45,17 @@ class App(ServerProtocol):
         await deferLater(self.factory.reactor, 0)
         return outcome(request, "async")
 
+    def action_unencodable(self, request: Request) -> Any:
+        """A reply that is not JSON, returned as is or from a coroutine."""
+        reply = {"type": "odd", "value": object()}
+        if request.fields.get("kind") == "async":
+
+            async def later() -> Mapping[str, Any]:
+                return reply
+
+            return later()
+        return reply
+
     def action_later(self, request: Request) -> Deferred[Any]:
         waiting: Deferred[Any] = Deferred()
         self.waiting.append((waiting, request))
@@ -59,6 +70,25 @@ class App(ServerProtocol):
             except Exception as error:
                 deferred.errback(error)
         return {"type": "released", "count": len(waiting)}
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a reply that cannot be encoded escapes dispatch's error handling"
+)
+@pytest.mark.parametrize("kind", ["plain", "async"])
+@pytest_twisted.ensureDeferred
+async def test_a_reply_that_cannot_be_encoded_is_an_internal_error(
+    start_server: Any, log_events: LogCapture, kind: str
+) -> None:
+    """An action whose reply is not JSON gets internal-error with its id, logged once."""
+    server = start_server(Config(apps={"/x": AppConfig("tests.test_dispatch:App")}))
+    client = await connect(server.url("/x"))
+    client.send_action("unencodable", kind=kind, id="odd")
+    error = await client.next_event(timeout=2)
+    assert (error["error"], error["id"]) == ("internal-error", "odd")
+    client.send_action("plain", id="after")
+    assert await client.next_event() == {"type": "plain", "id": "after"}
+    assert len([event for event in log_events.events if "log_failure" in event]) == 1
 
 
 class BareFactory(ServerFactory):
