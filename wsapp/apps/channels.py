@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..channels import HistoryResult, Position
+from ..channels import HistoryResult, Position, check_channel_name, namespace_of
 from ..config import NamespaceConfig
 from ..exceptions import MessageError
 from ..messages import INVALID_ARGUMENT, LIMIT_EXCEEDED, PERMISSION_DENIED, Request, encode
@@ -45,9 +45,10 @@ class ChannelsProtocol(ServerProtocol):
     """The channels wire protocol, with the permissions of each channel's namespace."""
 
     def _channel(self, request: Request) -> tuple[str, NamespaceConfig]:
-        channel = request.fields.get("channel")
-        if not isinstance(channel, str):
-            raise MessageError(INVALID_ARGUMENT, "'channel' must be a string")
+        # a client's name, unlike the server's own, may not start with "$"
+        channel = check_channel_name(
+            request.fields.get("channel"), self.factory.channels.max_name_length
+        )
         return channel, self.factory.channel_options(channel)
 
     def _may(self, options: NamespaceConfig, what: str, channel: str) -> None:
@@ -60,9 +61,8 @@ class ChannelsProtocol(ServerProtocol):
         since = _since(request.fields.get("since"))
         if channel in self.subscriptions:
             raise MessageError(INVALID_ARGUMENT, f"already subscribed to {channel!r}")
-        in_namespace = sum(
-            1 for name in self.subscriptions if name.partition(":")[0] == channel.partition(":")[0]
-        )
+        namespace = namespace_of(channel)
+        in_namespace = sum(1 for name in self.subscriptions if namespace_of(name) == namespace)
         if in_namespace >= options.max_subscriptions:
             raise MessageError(LIMIT_EXCEEDED, "too many subscriptions in this namespace")
         if not options.recovery:
