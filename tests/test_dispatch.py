@@ -72,9 +72,6 @@ class App(ServerProtocol):
         return {"type": "released", "count": len(waiting)}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a reply that cannot be encoded escapes dispatch's error handling"
-)
 @pytest.mark.parametrize("kind", ["plain", "async"])
 @pytest_twisted.ensureDeferred
 async def test_a_reply_that_cannot_be_encoded_is_an_internal_error(
@@ -217,7 +214,6 @@ async def test_on_connect_without_super_still_checks_origin_and_limits(start_ser
     assert await aio(status_of(server.port, "/bare", {"Origin": "https://app.example"})) == 101
 
 
-@pytest.mark.xfail(strict=True, reason="an onConnect inherited from a mixin is not guarded")
 @pytest_twisted.ensureDeferred
 async def test_on_connect_from_a_mixin_still_checks_origin(start_server: Any) -> None:
     """An onConnect that a mixin contributes cannot skip the origin check either."""

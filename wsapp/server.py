@@ -105,8 +105,8 @@ class ServerProtocol(FastServerProtocol):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        hook = cls.__dict__.get("onConnect")
-        if hook is not None and not getattr(hook, "_wsapp_guarded", False):
+        hook = cls.onConnect  # the app's own, or a mixin's
+        if not getattr(hook, "_wsapp_guarded", False):
             cls.onConnect = _guarded(hook)  # type: ignore[method-assign]
 
     @classmethod
@@ -135,6 +135,8 @@ class ServerProtocol(FastServerProtocol):
             if name in request.protocols:
                 return name
         return None
+
+    onConnect._wsapp_guarded = True  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         self._last_received = self.factory.reactor.seconds()
@@ -256,7 +258,10 @@ class ServerProtocol(FastServerProtocol):
 
     def _answer(self, result: object, request: Request) -> None:
         if isinstance(result, Mapping):
-            self.send_event(with_id(result, request.id))
+            try:
+                self.send_event(with_id(result, request.id))
+            except Exception:
+                self.request_failed(Failure(), request)
 
     def request_failed(self, failure: Failure, request: Request | None = None) -> None:
         """Answer the sender of ``request`` with the error event ``failure`` calls for."""

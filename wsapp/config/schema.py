@@ -78,8 +78,8 @@ def _default_apps() -> dict[str, AppConfig]:
             "wsapp.apps.echo:EchoProtocol", max_message_size=16 * MiB, max_frame_size=16 * MiB
         ),
         "/chat": AppConfig("wsapp.apps.chat:ChatProtocol"),
-        "/channels": AppConfig("wsapp.apps.channels:ChannelsProtocol"),
         "/clock": AppConfig("wsapp.apps.clock:ClockProtocol"),
+        "/channels": AppConfig("wsapp.apps.channels:ChannelsProtocol"),
     }
 
 
