@@ -217,3 +217,13 @@ async def test_malformed_frames_are_counted_and_ignored(
     assert backend.malformed == len(bad)
     warnings = [m for m in log_events.messages(LogLevel.warn) if "malformed" in m]
     assert len(warnings) == len(bad)
+
+
+def test_replies_are_parsed_by_hiredis() -> None:
+    """txredisapi's protocols parse with hiredis (its own parser takes a reactor pass a string)."""
+    import txredisapi
+
+    from wsapp.backends.redis_link import Subscriber
+
+    assert txredisapi.RedisProtocol is txredisapi.HiredisProtocol
+    assert issubclass(Subscriber, txredisapi.HiredisProtocol)

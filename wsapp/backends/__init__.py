@@ -77,7 +77,6 @@ class Backend(Service, ABC):
         """Whether requests can be served now."""
         return True
 
-
     @abstractmethod
     def publish(
         self,
