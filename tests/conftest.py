@@ -11,10 +11,11 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublish
 from websockets.exceptions import ConnectionClosed
 from zope.interface import provider
 
+from wsapp.backends import PresenceChange
+from wsapp.channels import Publication
 from wsapp.client import ClientFactory, ClientProtocol
 from wsapp.config import Config
 from wsapp.service import ServerService
@@ -271,3 +274,92 @@ async def close_code(websocket: Any) -> int:
             await websocket.recv()
     assert closed.value.rcvd is not None
     return int(closed.value.rcvd.code)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` on a free loopback port, persisting every write (AOF, fsync always)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, timeout: float = 10) -> None:
+        log = (self.folder / "redis.out").open("ab")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def command(self, *words: str) -> bytes:
+        """Send one command (e.g. CONFIG SET) and return the raw reply."""
+        request = b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+            connection.sendall(f"*{len(words)}\r\n".encode() + request)
+            return connection.recv(1024)
+
+    def kill(self) -> None:
+        """Kill -9: nothing is written after the last acknowledged command."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server for the test; killed afterwards."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()
+
+
+async def until(condition: Callable[[], object], timeout: float = 10, what: str = "") -> None:
+    """Wait (checking every 10 ms) until ``condition()`` is true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}")
+        await sleep(0.01)
+
+
+class RecordingListener:
+    """A backend listener that records what it hears, in order."""
+
+    def __init__(self) -> None:
+        #: ``(channel, epoch, publication, tag)`` of every delivery.
+        self.deliveries: list[tuple[str, str, Publication, str]] = []
+        #: ``(channel, change)`` of every presence change.
+        self.changes: list[tuple[str, PresenceChange]] = []
+        self.reconnections = 0
+
+    def deliver(self, channel: str, epoch: str, publication: Publication, tag: str) -> None:
+        self.deliveries.append((channel, epoch, publication, tag))
+
+    def presence_changed(self, channel: str, change: PresenceChange) -> None:
+        self.changes.append((channel, change))
+
+    def reconnected(self) -> None:
+        self.reconnections += 1
+
+    def data(self, channel: str) -> list[Any]:
+        """The data delivered on ``channel``, in order."""
+        return [publication.data for name, _, publication, _ in self.deliveries if name == channel]

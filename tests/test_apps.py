@@ -34,10 +34,19 @@ async def test_echo_returns_text_and_binary_as_sent(server: Server) -> None:
 async def test_chat_reaches_every_other_client(server: Server) -> None:
     """A chat text goes to all other clients, not back to its sender, who gets an ack by id."""
     clients = [await connect(server.url("/chat")) for _ in range(3)]
+    joined = [await client.next_of("joined") for client in clients]
     clients[0].send_action("say", text="hi all", id="m1")
-    assert await clients[0].next_event() == {"type": "sent", "id": "m1"}
+    sent = await clients[0].next_of("sent")
+    assert sent == {"type": "sent", "room": "lobby", "offset": 1, "id": "m1"}
+    sender = joined[0]["client"]
     for other in clients[1:]:
-        assert await other.next_event() == {"type": "chat", "text": "hi all"}
+        chat = await other.next_of("chat")
+        assert {key: chat[key] for key in ("type", "room", "text")} == {
+            "type": "chat",
+            "room": "lobby",
+            "text": "hi all",
+        }
+        assert chat["client"] == sender
     clients[1].send_action("say", text="x" * 4001)
     assert (await clients[1].next_event())["error"] == "invalid-argument"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.conftest import Server, Twistd, connect, run_twistd
+from tests.conftest import Twistd, connect, run_twistd
 from wsapp.backends.memory import MemoryBackend
 from wsapp.backends.statefile import load_counters, save_counters
 from wsapp.exceptions import StateFileError
@@ -58,9 +58,20 @@ def test_state_file_in_a_missing_folder_is_an_error(tmp_path: Path) -> None:
         MemoryBackend(state_file=str(tmp_path / "nowhere" / "state.json"))
 
 
-def test_memory_publish_sends_at_once_without_a_deferred(server: Server) -> None:
-    """On the memory backend a publish is the local broadcast itself: no Deferred to wait on."""
-    assert server.factory("/chat").state.publish({"type": "chat", "text": "hi"}) is None
+def test_memory_publish_has_delivered_when_it_returns() -> None:
+    """On the memory backend a publication has reached the listener, and its Deferred fired."""
+    backend = MemoryBackend()
+    heard: list[tuple[str, int, object]] = []
+
+    class Listener:
+        def deliver(self, channel: str, epoch: str, publication: Any, tag: str) -> None:
+            heard.append((channel, publication.offset, publication.data))
+
+    backend.listener = Listener()  # type: ignore[assignment]
+    backend.subscribe("news")
+    published = backend.publish("news", {"text": "hi"})
+    assert heard == [("news", 1, {"text": "hi"})]
+    assert published.called and published.result.offset == 1
 
 
 def counter_of(process: Twistd) -> int:
@@ -91,13 +102,16 @@ async def change(process: Twistd, actions: list[str]) -> int:
 
 @pytest_twisted.ensureDeferred
 async def test_counter_survives_a_clean_restart(twistd: Any, tmp_path: Path) -> None:
-    """SIGTERM writes the state file at once; the next start serves the same counter."""
+    """
+    SIGTERM writes the state file at once, with the counter app's counter only (the other
+    apps keep none); the next start serves the same counter.
+    """
     state = str(tmp_path / "state.json")
     first = twistd("--port", "tcp:0:interface=127.0.0.1", "--state-file", state)
     assert "No state file" in first.output()
     assert await change(first, ["plus"] * 7 + ["minus"]) == 6
     first.stop()  # twistd ends with the signal it got (-15) after stopping cleanly
-    assert load_counters(state) == {"/counter": 6, "/echo": 0, "/chat": 0, "/clock": 0}
+    assert load_counters(state) == {"/counter": 6}
     second = twistd("--port", "tcp:0:interface=127.0.0.1", "--state-file", state)
     assert counter_of(second) == 6
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -15,8 +13,9 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults
 
-from tests.conftest import Twistd, connect, run_twistd, sleep
-from wsapp.backends.redis import HEARTBEAT, USERS_TTL
+from tests.conftest import RedisServer, Twistd, connect, run_twistd, sleep
+from wsapp.backends.redis import HEARTBEAT
+from wsapp.backends.redis import PRESENCE_TTL as USERS_TTL
 from wsapp.config import Config
 from wsapp.state import SAFE_INTEGER
 
@@ -24,62 +23,6 @@ from wsapp.state import SAFE_INTEGER
 USERS_BOUND = HEARTBEAT + USERS_TTL + 1
 #: Actions each client sends at once in the load test.
 ACTIONS = 100
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class RedisServer:
-    """A ``redis-server`` on a free loopback port, persisting every write (AOF, fsync always)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self, timeout: float = 10) -> None:
-        log = (self.folder / "redis.out").open("ab")
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.folder), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
-                    probe.sendall(b"PING\r\n")
-                    if probe.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def command(self, *words: str) -> bytes:
-        """Send one command (e.g. CONFIG SET) and return the raw reply."""
-        request = b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
-            connection.sendall(f"*{len(words)}\r\n".encode() + request)
-            return connection.recv(1024)
-
-    def kill(self) -> None:
-        """Kill -9: nothing is written after the last acknowledged command."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server for the test; killed afterwards."""
-    server = RedisServer(tmp_path)
-    yield server
-    server.kill()
 
 
 @pytest.fixture
@@ -241,13 +184,15 @@ async def test_counter_range_is_enforced_atomically_in_redis(
 ) -> None:
     """At the edge of the safe range a plus is refused with out-of-range and changes nothing."""
     (server,) = processes(1)
-    redis_server.command("SET", "wsapp:/counter:counter", str(SAFE_INTEGER - 1))
+    redis_server.command("SET", "wsapp:0:integer:/counter", str(SAFE_INTEGER - 1))
     client = await open_counter(server)
     client.send_action("plus", id=1)
     assert await reply_to(client, 1) == {"type": "state", "value": SAFE_INTEGER, "id": 1}
     client.send_action("plus", id=2)
     assert (await reply_to(client, 2))["error"] == "out-of-range"
-    assert redis_server.command("GET", "wsapp:/counter:counter").split()[-1] == b"9007199254740991"
+    assert (
+        redis_server.command("GET", "wsapp:0:integer:/counter").split()[-1] == b"9007199254740991"
+    )
 
 
 def test_bad_backend_is_one_line_naming_the_option(tmp_path: Path) -> None:
@@ -269,9 +214,12 @@ async def test_in_process_server_on_the_asyncio_reactor(
     second = await connect(server.url("/chat"))
     third = await connect(server.url("/chat"))
     assert (await until_served(first, "plus"))["event"]["value"] == 1
+    await second.next_of("joined")
+    await third.next_of("joined")
     second.send_action("say", text="héllo", id="s")
-    assert await reply_to(second, "s") == {"type": "sent", "id": "s"}
-    assert await third.next_of("chat") == {"type": "chat", "text": "héllo"}
+    assert await reply_to(second, "s") == {"type": "sent", "room": "lobby", "offset": 1, "id": "s"}
+    chat = await third.next_of("chat")
+    assert (chat["room"], chat["text"]) == ("lobby", "héllo")
 
 
 #: Rounds of joins in the ordering test: one client on one process, two on the other.

@@ -39,7 +39,7 @@ async def client(*args: str, stdin: str = "", script: bool = False) -> Any:
 @pytest_twisted.ensureDeferred
 async def test_send_prints_the_reply_and_exits(server: Server) -> None:
     """``--send JSON`` prints the one reply carrying the request's id and exits 0."""
-    server.factory("/counter").state.counter.value = 10
+    server.factory("/counter").hub.backend.integers["/counter"] = 10
     done = await client(server.url("/counter"), "--send", '{"action": "plus"}')
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
@@ -66,7 +66,7 @@ async def test_lines_typed_are_sent_and_replies_printed(server: Server) -> None:
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["value"] for e in events if e["type"] == "state"] == [0, 1, 6]
     assert [e["error"] for e in events if e["type"] == "error"] == ["invalid-json"]
-    assert server.factory("/counter").state.counter.value == 6
+    assert server.factory("/counter").hub.backend.integers["/counter"] == 6
 
 
 @pytest.mark.parametrize(

@@ -47,4 +47,4 @@ async def test_reconnecting_example(server: Server) -> None:
     done = await deferToThread(run_example, shortened, server)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["connected", "counter is 0", "counter is 1"]
-    assert server.factory("/counter").state.counter.value == 1
+    assert server.factory("/counter").hub.backend.integers["/counter"] == 1

@@ -75,7 +75,7 @@ class Restartable:
         self.service.startService()
         server = Server(self.service)
         self.port = server.port
-        server.factory("/counter").state.counter.value = counter
+        server.factory("/counter").hub.backend.integers["/counter"] = counter
 
     async def stop(self) -> None:
         """Drop every connection without a close frame and stop listening."""

@@ -41,7 +41,7 @@ async def in_thread(body: Callable[[], T]) -> T:
 @pytest_twisted.ensureDeferred
 async def test_counter_state_requests_and_errors(server: Server) -> None:
     """recv gets the pushed state, request gets the reply echoing its id, errors raise."""
-    server.factory("/counter").state.counter.value = 41
+    server.factory("/counter").hub.backend.integers["/counter"] = 41
 
     def body() -> None:
         with wsapp.connect(server.url("/counter")) as ws:
@@ -59,7 +59,7 @@ async def test_counter_state_requests_and_errors(server: Server) -> None:
                 ws.recv(timeout=0.05)
 
     await in_thread(body)
-    assert server.factory("/counter").state.counter.value == 42
+    assert server.factory("/counter").hub.backend.integers["/counter"] == 42
 
 
 @pytest_twisted.ensureDeferred
@@ -244,7 +244,7 @@ def run_python(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[
 @pytest_twisted.ensureDeferred
 async def test_plain_script_starts_its_own_reactor_thread(server: Server) -> None:
     """A script without a reactor: the client starts one daemon thread, shared, and exits."""
-    server.factory("/counter").state.counter.value = 6
+    server.factory("/counter").hub.backend.integers["/counter"] = 6
     done = await in_thread(lambda: run_python(["-c", SCRIPT, server.url("/counter")]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n") == ["6", "1 True", "7", ""]
@@ -267,7 +267,7 @@ reactor.callFromThread(reactor.stop)
 @pytest_twisted.ensureDeferred
 async def test_process_running_its_own_reactor_thread(server: Server) -> None:
     """A process that runs the reactor in a thread of its own: the client uses that reactor."""
-    server.factory("/counter").state.counter.value = 3
+    server.factory("/counter").hub.backend.integers["/counter"] = 3
     done = await in_thread(lambda: run_python(["-c", OWN_REACTOR_THREAD, server.url("/counter")]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n") == ["3", "[]", ""]
@@ -286,4 +286,4 @@ async def test_interactive_session(server: Server) -> None:
     assert done.returncode == 0, done.stderr
     assert "5" in done.stdout.split()
     assert "Traceback" not in done.stderr
-    assert server.factory("/counter").state.counter.value == 5
+    assert server.factory("/counter").hub.backend.integers["/counter"] == 5

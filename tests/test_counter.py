@@ -30,7 +30,7 @@ async def open_counter(server: Server) -> Any:
 @pytest_twisted.ensureDeferred
 async def test_new_client_gets_state_then_users(server: Server) -> None:
     """On open a client gets the counter's state, then the number of users."""
-    server.factory("/counter").state.counter.value = 41
+    server.factory("/counter").hub.backend.integers["/counter"] = 41
     client = await connect(server.url("/counter"))
     assert await client.next_event() == {"type": "state", "value": 41}
     assert await client.next_event() == {"type": "users", "count": 1}
@@ -69,14 +69,17 @@ async def test_users_count_rises_and_falls(server: Server) -> None:
 async def test_change_during_a_slow_first_read_is_not_undone(server: Server) -> None:
     """A change broadcast while a new client's first state is read wins over that reading."""
     watcher = await open_counter(server)
-    state = server.factory("/counter").state
+    backend = server.factory("/counter").hub.backend
+    increment = backend.increment
 
-    def slow_value() -> Deferred[int]:  # reads take a while on Redis
-        reading: Deferred[int] = Deferred()
-        the_reactor().callLater(0.3, reading.callback, state.counter.value)
+    def slow_read(key: str, amount: int, **options: Any) -> Deferred[Any]:
+        if amount:
+            return increment(key, amount, **options)
+        reading: Deferred[Any] = Deferred()  # reads take a while on Redis
+        the_reactor().callLater(0.3, lambda: increment(key, 0, **options).chainDeferred(reading))
         return reading
 
-    state.counter_value = slow_value
+    backend.increment = slow_read
     newcomer = await connect(server.url("/counter"))
     watcher.send_action("plus")
     assert await newcomer.next_event() == {"type": "state", "value": 1}

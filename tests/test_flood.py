@@ -68,7 +68,7 @@ async def test_flood_keeps_the_counter_exact(start_server: Any, log_events: LogC
         async with asyncio.timeout(120):
             for client in clients:
                 await client.replied.wait()
-            assert server.factory("/counter").state.counter.value == expected
+            assert server.factory("/counter").hub.backend.integers["/counter"] == expected
             while any(client.last != expected for client in clients):
                 await asyncio.sleep(0.02)
         for client in clients:

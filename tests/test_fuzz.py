@@ -129,7 +129,7 @@ def test_dispatcher_survives_anything(sequence: list[tuple[bool, bytes]]) -> Non
             if event["type"] == "error":
                 assert event["error"] in CLIENT_ERRORS
         expected += expected_change(is_binary, payload)
-        assert factory.state.counter.value == expected
+        assert factory.hub.backend.integers.get(factory.name, 0) == expected
         assert protocol.state == protocol.STATE_OPEN
     protocol.connectionLost(Failure(ConnectionDone()))
     assert len(factory.registry) == 0

@@ -131,6 +131,7 @@ async def test_health_reports_status_uptime_and_users(server: Server) -> None:
         "/echo": {"users": 1},
         "/chat": {"users": 0},
         "/clock": {"users": 0},
+        "/channels": {"users": 0},
     }
 
 
@@ -262,6 +263,7 @@ async def test_serving_line_names_the_interface_given(
         assert service.port is not None
         number = getattr(service.port.getHost(), "port", None)
         expected = url.format(port=number, folder=tmp_path)
-        assert f"wsapp serving {expected} (apps: /counter, /echo, /chat, /clock)" in logged
+        apps = "/counter, /echo, /chat, /clock, /channels"
+        assert f"wsapp serving {expected} (apps: {apps})" in logged
     finally:
         await defer.maybeDeferred(service.stopService)

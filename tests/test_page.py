@@ -121,7 +121,7 @@ async def test_two_pages_share_the_counter_and_survive_a_restart(
     await aio(first.click(".plus"))
     for page in (first, second):
         await aio(shows(page, "1", "2 users online"))
-    assert service.factories["/counter"].state.counter.value == 1
+    assert service.factories["/counter"].hub.backend.integers["/counter"] == 1
     await aio(screenshot(first, "counter-two-users.png"))
 
     await aio(second.close())
@@ -135,9 +135,9 @@ async def test_two_pages_share_the_counter_and_survive_a_restart(
     await aio(screenshot(first, "counter-reconnecting.png"))
 
     restarted = start(servers, port)
-    restarted.factories["/counter"].state.counter.value = 42
+    restarted.factories["/counter"].hub.backend.integers["/counter"] = 42
     await aio(shows(first, "42", "1 user online"))
     await aio(first.click(".minus"))
     await aio(shows(first, "41", "1 user online"))
-    assert restarted.factories["/counter"].state.counter.value == 41
+    assert restarted.factories["/counter"].hub.backend.integers["/counter"] == 41
     await aio(screenshot(first, "counter-after-restart.png"))

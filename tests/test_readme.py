@@ -26,8 +26,10 @@ def test_readme_example_app_mounts_from_config(tmp_path: Path, twistd: Any) -> N
     server = twistd("--config", "shout.yaml", "--port", "tcp:0:interface=127.0.0.1")
     listener = websocket.create_connection(server.url("/shout"), timeout=5)
     shouter = websocket.create_connection(server.url("/shout"), timeout=5)
-    shouter.send(json.dumps({"action": "shout", "text": "hi"}))
-    assert json.loads(listener.recv()) == {"type": "shout", "text": "HI"}
-    assert json.loads(shouter.recv()) == {"type": "shout", "text": "HI"}
+    shouter.send(json.dumps({"action": "shout", "text": "hi", "id": 1}))
+    publication = {"type": "publication", "channel": "shouts", "offset": 1, "data": {"text": "HI"}}
+    assert json.loads(listener.recv()) == publication
+    assert json.loads(shouter.recv()) == publication
+    assert json.loads(shouter.recv()) == {"type": "shouted", "offset": 1, "id": 1}
     shouter.send(json.dumps({"action": "shout", "text": "x" * 101}))
     assert json.loads(shouter.recv())["error"] == "invalid-argument"

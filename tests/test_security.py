@@ -102,7 +102,7 @@ async def test_rate_limit_refuses_then_closes_abuser_others_unaffected(
     errors = [event for event in events if event["type"] == "error"]
     assert 5 <= len(states) <= 6 and errors and len(states) + len(errors) == 10
     assert {event["error"] for event in errors} == {"rate-limited"}
-    value = server.factory("/counter").state.counter.value
+    value = server.factory("/counter").hub.backend.integers["/counter"]
     assert value == len(states)
     for _ in range(40):
         abuser.send_action("plus")

@@ -61,7 +61,7 @@ async def test_every_bad_input_gets_its_error_and_the_connection_stays_up(server
         assert isinstance(event["detail"], str) and event["detail"]
         client.send_action("plus")
         assert (await client.next_event())["type"] == "state"
-    assert server.factory("/counter").state.counter.value == len(BAD_INPUTS)
+    assert server.factory("/counter").hub.backend.integers["/counter"] == len(BAD_INPUTS)
 
 
 @pytest_twisted.ensureDeferred

@@ -38,7 +38,7 @@ async def test_stop_closes_clients_with_1001_then_runs_hooks(start_server: Any) 
     server.service.add_shutdown_hook(
         lambda: seen.append((len(server.factory("/counter").registry), server.port))
     )
-    server.factory("/counter").state.counter.value = 7
+    server.factory("/counter").hub.backend.integers["/counter"] = 7
     await server.service.stopService()
     assert server.service.stopping
     _, code, _ = await ours.factory.closed

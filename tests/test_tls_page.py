@@ -70,7 +70,7 @@ async def test_counter_page_over_https_and_wss(
     await aio(shows(page, "0", "1 user online"))
     await aio(page.click(".plus"))
     await aio(shows(page, "1", "1 user online"))
-    assert server.factory("/counter").state.counter.value == 1
+    assert server.factory("/counter").hub.backend.integers["/counter"] == 1
     protocol = await aio(
         page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
     )

@@ -16,7 +16,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from fnmatch import translate
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
@@ -27,8 +27,8 @@ from zope.interface import implementer
 from .config import Config, LimitsConfig
 from .limits import ConnectionLimiter
 
-if TYPE_CHECKING:
-    from .server import ServerProtocol
+#: A wsapp server protocol (:class:`wsapp.server.ServerProtocol`), which imports this module.
+ServerProtocol = Any
 
 __all__ = ["Guard", "HandshakeSite", "SendGate", "bearer_token", "socket_transport"]
 
@@ -134,8 +134,8 @@ class SendGate:
     While the client's queued bytes are above the high-water mark the gate is ``paused``:
     the server stops reading from that client (so it cannot queue more replies), and
     broadcasts go to :meth:`hold` instead of the transport. Held events of a coalescible
-    type are replaced by the latest of their type and sent when the client has drained;
-    any other held event, or the ``close`` policy, closes the connection with 1008.
+    type are replaced by the latest of their channel and type, and sent when the client has
+    drained; any other held event, or the ``close`` policy, closes the connection with 1008.
     """
 
     def __init__(self, protocol: ServerProtocol, policy: str, coalescible: frozenset[str]) -> None:
@@ -144,7 +144,7 @@ class SendGate:
         self.coalescible = coalescible
         self.paused = False
         self.closing = False
-        self.held: dict[str, Any] = {}
+        self.held: dict[tuple[str, str | None], Any] = {}
 
     def attach(self, high_water_mark: int) -> None:
         """Register with the connection's transport (replacing the HTTP channel)."""
@@ -167,22 +167,25 @@ class SendGate:
         protocol = self.protocol
         socket_transport(protocol.transport).resumeProducing()
         held, self.held = self.held, {}
-        for kind, prepared in held.items():
+        for key, prepared in held.items():
             if self.paused:
-                self.hold(kind, prepared)
+                self.hold(key, prepared)
             elif protocol.state == protocol.STATE_OPEN:
                 protocol.sendPreparedMessage(prepared)
 
     def stopProducing(self) -> None:
         self.held.clear()
 
-    def hold(self, kind: str | None, prepared: Any) -> None:
-        """Keep ``prepared`` (an event of type ``kind``) until the client drains."""
-        if kind in self.coalescible:
-            self.held.pop(kind, None)
-            self.held[kind] = prepared
+    def hold(self, key: tuple[str, str | None], prepared: Any) -> None:
+        """
+        Keep ``prepared`` (an event of type ``key[1]`` for channel ``key[0]``) until the
+        client drains: only the latest of each coalescible (channel, type) is kept.
+        """
+        if key[1] in self.coalescible:
+            self.held.pop(key, None)
+            self.held[key] = prepared
         else:
-            self._close(f"a {kind!r} event could not be queued")
+            self._close(f"a {key[1]!r} event of {key[0] or 'the app'!r} could not be queued")
 
     def _close(self, why: str) -> None:
         protocol = self.protocol

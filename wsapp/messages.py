@@ -31,9 +31,12 @@ __all__ = [
     "INVALID_JSON",
     "INVALID_REQUEST",
     "INVALID_UTF8",
+    "LIMIT_EXCEEDED",
     "OUT_OF_RANGE",
+    "PERMISSION_DENIED",
     "RATE_LIMITED",
     "UNKNOWN_ACTION",
+    "UNKNOWN_NAMESPACE",
     "Request",
     "encode",
     "error_event",
@@ -51,6 +54,9 @@ OUT_OF_RANGE = "out-of-range"
 INTERNAL_ERROR = "internal-error"
 BACKEND_UNAVAILABLE = "backend-unavailable"
 RATE_LIMITED = "rate-limited"
+PERMISSION_DENIED = "permission-denied"
+UNKNOWN_NAMESPACE = "unknown-namespace"
+LIMIT_EXCEEDED = "limit-exceeded"
 
 _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

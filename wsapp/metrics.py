@@ -10,8 +10,8 @@ reactor thread, and the scraping thread only reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,15 +20,21 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
-    from .server import ServerFactory
 
 __all__ = ["AppMetrics", "Metrics", "deflate_octets", "metrics_resource"]
+
+
+class Served(Protocol):
+    """What the metrics read of an app's factory: its open connections."""
+
+    @property
+    def registry(self) -> Iterable[Any]: ...
 
 
 class AppMetrics:
     """What one app counts; the protocol and factory add to these attributes directly."""
 
-    def __init__(self, path: str, factory: ServerFactory) -> None:
+    def __init__(self, path: str, factory: Served) -> None:
         self.path = path
         self.factory = factory
         self.accepted = 0
@@ -84,7 +90,7 @@ class Metrics(Collector):
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
-    def add_app(self, path: str, factory: ServerFactory) -> AppMetrics:
+    def add_app(self, path: str, factory: Served) -> AppMetrics:
         """Return the metrics of the app on ``path``, served by ``factory``."""
         app = AppMetrics(path, factory)
         self.apps[path] = app

@@ -31,6 +31,7 @@ from .backends import Backend, make_backend
 from .config import Config, resolve_options, server_endpoint
 from .exceptions import ConfigError
 from .guard import Guard, HandshakeSite
+from .hub import Hub
 from .limits import ConnectionLimiter
 from .metrics import Metrics
 from .operations import Folder, mount_operations
@@ -69,6 +70,9 @@ def build_site(
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     metrics = metrics or Metrics()
+    if backend is None:
+        backend = make_backend(config, reactor=reactor)
+    hub = Hub(backend)
     if not config.server_header.isprintable():
         raise ConfigError(source, "server_header", "must be printable text on one line")
     root = Folder()
@@ -90,9 +94,10 @@ def build_site(
             app=app,
             options=options,
             compression=config.compression,
+            channels=config.channels,
             guard=guard,
             reactor=reactor,
-            backend=backend,
+            hub=hub,
             name=path,
         )
         factory.metrics = metrics.add_app(path, factory)

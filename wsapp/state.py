@@ -83,3 +83,7 @@ class Throttle:
     def ran(self, now: float) -> None:
         self.last_run = now
         self.pending = False
+
+    def skipped(self) -> None:
+        """The due run had nothing to do: the next request may run at once."""
+        self.pending = False

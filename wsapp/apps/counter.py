@@ -4,13 +4,13 @@ The counter: a number every client sees and changes, and how many clients are on
 Requests: ``{"action": "plus"}``, ``{"action": "minus"}``, ``{"action": "add", "amount": K}``
 and ``{"action": "get"}``. Events: ``{"type": "state", "value": N}`` and
 ``{"type": "users", "count": N}``, the format of the classic synchronization page.
-The counter and the users count live in the factory's backend state, so every process
-behind a load balancer serves the same ones (see :mod:`wsapp.backends`). The users count is
-reported at most once per ``users_interval`` seconds: when thousands of clients connect at
-once (after a restart, say), each gets a handful of ``users`` events, not one per other client.
 
-A new client gets its ``state`` first, then ``users``; no client gets the same ``users``
-count twice in a row.
+On the channels core, the counter is a bounded integer on the backend whose every change
+is published on the app's server channel ``$counter:PATH``, and the users count is that
+channel's presence, so every process behind a load balancer serves the same ones. A new
+client gets ``state`` first, then ``users``, and never the same users count twice in a
+row. The users count is sent at most once per ``users_interval`` seconds: when thousands of
+clients connect at once, each gets a handful of ``users`` events, not one per other client.
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
+from twisted.internet.defer import Deferred
+
+from ..backends import PresenceChange
+from ..channels import Position, Publication
 from ..client import ClientProtocol
-from ..messages import Request, RequestId, with_id
+from ..messages import Request
 from ..server import ServerFactory, ServerProtocol
-from ..state import Throttle
+from ..state import SAFE_INTEGER, Throttle
 
 __all__ = ["CounterClientProtocol", "CounterFactory", "CounterProtocol"]
 
@@ -36,78 +40,57 @@ def users_event(count: int) -> dict[str, Any]:
 
 
 class CounterFactory(ServerFactory):
-    """Sends every counter and users change the backend reports to this process's clients."""
+    """The counter's channel, and the users count sent to this process's clients."""
 
-    #: Counter changes this process has broadcast.
-    changes = 0
-    #: The users count last broadcast to this process's clients (None: none yet).
-    users: int | None = None
+    #: The latest users count heard, and the one last sent.
+    users = 0
+
+    @property
+    def channel(self) -> str:
+        """The server channel carrying the counter's changes and presence."""
+        return f"$counter:{self.name}"
 
     @cached_property
     def users_throttle(self) -> Throttle:
-        """Spaces this process's users reports ``users_interval`` seconds apart."""
+        """Spaces this process's users events ``users_interval`` seconds apart."""
         return Throttle(self.options["users_interval"])
 
-    @cached_property
-    def joining(self) -> dict[ServerProtocol, None]:
-        """Connections not sent a state yet, in the order they opened: no users count yet."""
-        return {}
+    def publication_event(self, channel: str, publication: Publication) -> Mapping[str, Any]:
+        return state_event(publication.data)
 
-    @cached_property
-    def unaware(self) -> set[ServerProtocol]:
-        """Connections sent a state but not yet :attr:`users`."""
-        return set()
+    def channel_publication(
+        self, channel: str, publication: Publication, members: list[Any]
+    ) -> None:
+        for member in members:
+            member.seen_state = True
+        super().channel_publication(channel, publication, members)
 
-    def welcome(self, connection: ServerProtocol) -> None:
-        """``connection`` was sent a state: from now on it gets the users count too."""
-        if self.joining.pop(connection, False) is None:
-            self.unaware.add(connection)
+    def lost_event(self, channel: str, position: Position) -> None:
+        return None  # the latest value follows: the channel's history holds it
 
-    def forget(self, connection: ServerProtocol) -> None:
-        """``connection`` left."""
-        self.joining.pop(connection, None)
-        self.unaware.discard(connection)
-
-    def counter_changed(self, value: int, exclude: ServerProtocol | None = None) -> None:
-        self.changes += 1
-        self.broadcast(state_event(value), exclude=exclude)
-        for connection in list(self.joining):
-            if connection is not exclude:
-                self.welcome(connection)
-
-    def count_users(self) -> None:
-        """Report this process's users count, at most once per ``users_interval`` seconds."""
+    def channel_presence(self, channel: str, change: PresenceChange, members: list[Any]) -> None:
+        self.users = change.count
         delay = self.users_throttle.request(self.reactor.seconds())
         if delay == 0:
-            self._report_users()
+            self.send_users()
         elif delay is not None:
-            self.reactor.callLater(delay, self._report_users)
+            self.reactor.callLater(delay, self.send_users)
 
-    def _report_users(self) -> None:
-        self.users_throttle.ran(self.reactor.seconds())
-        self.state.report_users(len(self.registry))
-
-    def users_changed(self, count: int) -> None:
-        """
-        Send ``count`` to every connection sent a state, unless it has that count already.
-
-        A connection still joining gets a count later: its own join is reported after its
-        first state was sent.
-        """
-        if count == self.users:
-            for connection in self.unaware:
-                connection.send_event(users_event(count))
-            self.unaware.clear()
+    def send_users(self) -> None:
+        """Send the latest users count to every client that has had its first one."""
+        count = self.users
+        behind = [
+            connection
+            for connection in self.registry
+            if connection.users_sent is not None and connection.users_sent != count
+        ]
+        if not behind:
+            self.users_throttle.skipped()
             return
-        self.users = count
-        self.unaware.clear()
-        # Out of the registry for this one broadcast, still framed once for all the others.
-        held = [connection for connection in self.joining if self.registry.discard(connection)]
-        try:
-            self.broadcast(users_event(count))
-        finally:
-            for connection in held:
-                self.registry.add(connection)
+        self.users_throttle.ran(self.reactor.seconds())
+        for connection in behind:
+            connection.users_sent = count
+        self.send_to(behind, users_event(count), self.channel)
 
 
 class CounterProtocol(ServerProtocol):
@@ -119,6 +102,10 @@ class CounterProtocol(ServerProtocol):
     factory: CounterFactory
     factory_class = CounterFactory
     default_options: ClassVar[Mapping[str, Any]] = {"max_amount": 1000, "users_interval": 0.1}
+    #: Whether a state event reached this client; the users count last sent to it (-1:
+    #: none yet, None: not before its first state).
+    seen_state = False
+    users_sent: int | None = None
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -128,63 +115,56 @@ class CounterProtocol(ServerProtocol):
             raise ValueError("'users_interval' must be 0 or more seconds")
 
     def onOpen(self) -> None:
-        super().onOpen()
-        self.factory.joining[self] = None
-        changes = self.factory.changes
-        reading = self.factory.state.counter_value()
-        reading.addCallbacks(self._send_first_state, self.request_failed, callbackArgs=(changes,))
-        reading.addCallback(lambda _: self.factory.count_users())
+        Deferred.fromCoroutine(self._start()).addErrback(self.request_failed)
 
-    def _send_first_state(self, value: int, changes: int) -> None:
-        # A change broadcast while the backend was reading (Redis) reached this client
-        # already and is at least as new as the value read: sending that would go back.
-        if self.factory.changes == changes:
-            self._send_state(value)
+    async def _start(self) -> None:
+        factory = self.factory
+        await self.subscribe(factory.channel)
+        value = await self._value()
+        if not self.seen_state:
+            # a change that reached this client meanwhile is at least as new as the value read
+            self.seen_state = True
+            self.send_event(state_event(value))
+        # from now on this client gets the users count: its own arrival is the first change
+        self.users_sent = -1
+        await factory.hub.backend.presence_add(factory.channel, self.client_id, {})
+        if not self._opened:  # closed meanwhile: onLeave ran before the entry existed
+            self.onLeave()
 
-    def _send_state(self, value: int, request_id: RequestId | None = None) -> None:
-        self.send_event(with_id(state_event(value), request_id))
-        self.factory.welcome(self)
+    async def _value(self) -> int:
+        backend = self.factory.hub.backend
+        value, _ = await backend.increment(self.factory.name, 0, limit=SAFE_INTEGER)
+        return value
 
     def onLeave(self) -> None:
-        self.factory.forget(self)
-        self.factory.count_users()
+        removing = self.factory.hub.backend.presence_remove(self.factory.channel, self.client_id)
+        removing.addErrback(lambda _: None)  # a lost backend's entries expire
 
-    def action_plus(self, request: Request) -> None:
-        self.change(1, request)
+    def action_plus(self, request: Request) -> Any:
+        return self.change(1, request)
 
-    def action_minus(self, request: Request) -> None:
-        self.change(-1, request)
+    def action_minus(self, request: Request) -> Any:
+        return self.change(-1, request)
 
-    def action_add(self, request: Request) -> None:
+    def action_add(self, request: Request) -> Any:
         bound = self.factory.options["max_amount"]
-        self.change(request.integer("amount", low=-bound, high=bound), request)
+        return self.change(request.integer("amount", low=-bound, high=bound), request)
 
-    def action_get(self, request: Request) -> None:
-        reading = self.factory.state.counter_value()
-        reading.addCallbacks(
-            self._send_state,
-            self.request_failed,
-            callbackArgs=(request.id,),
-            errbackArgs=(request.id,),
-        )
+    async def action_get(self, request: Request) -> Mapping[str, Any]:
+        return state_event(await self._value())
 
-    def change(self, amount: int, request: Request | None = None) -> None:
+    async def change(self, amount: int, request: Request | None = None) -> Mapping[str, Any] | None:
         """
-        Add ``amount`` to the counter; every client gets the new state, the sender's copy
-        with the request's id. If the backend fails, the sender gets an error event.
+        Add ``amount`` to the counter; every client gets the new state. With a request id,
+        the sender's copy is the reply, carrying the id, in the order of everyone's.
         """
         request_id = None if request is None else request.id
         exclude = None if request_id is None else self
-        changing = self.factory.state.counter_add(amount, exclude=exclude)
-        if request_id is None:
-            changing.addErrback(self.request_failed)
-        else:
-            changing.addCallbacks(
-                self._send_state,
-                self.request_failed,
-                callbackArgs=(request_id,),
-                errbackArgs=(request_id,),
-            )
+        factory = self.factory
+        value, _ = await factory.hub.increment(
+            factory.name, amount, limit=SAFE_INTEGER, channel=factory.channel, exclude=exclude
+        )
+        return None if request_id is None else state_event(value)
 
 
 class CounterClientProtocol(ClientProtocol):

@@ -1,102 +1,152 @@
 """
-Where the state shared by an app's clients lives: this process, or Redis for several.
+Where channels live: this process, or Redis shared by several processes.
 
 A :class:`Backend` is a Twisted service (a child of :class:`wsapp.service.ServerService`)
-that gives each mounted app an :class:`AppState`. The app's factory talks only to its
-``AppState``, so protocols and apps are the same on every backend:
+with one small, topic-shaped contract that every app uses through the
+:class:`~wsapp.hub.Hub`: publish to a channel (getting the publication's position),
+say which channels this process wants to hear, read a channel's history, keep presence
+entries, and increment a bounded integer atomically (publishing its new value). Every
+method returns a Deferred; a backend that cannot be reached fails it with
+:class:`~wsapp.exceptions.BackendUnavailableError`.
 
-- ``memory`` (:mod:`wsapp.backends.memory`): the pure :mod:`wsapp.state` objects in this
-  process, optionally kept in a state file across restarts. Results are already-fired
-  Deferreds and a publish is a direct local fan-out.
-- ``redis://host:port/db`` (:mod:`wsapp.backends.redis`): the counter and the users count
-  in Redis, and events published on one channel per app, so every ``twistd wsapp``
-  process behind a load balancer serves the same app.
+- ``memory`` (:mod:`wsapp.backends.memory`): :class:`~wsapp.channels.ChannelLog` objects in
+  this process, optionally keeping the counters in a state file across restarts; every
+  Deferred has fired when the call returns, and a publication has been delivered by then.
+- ``redis://host:port/db`` (:mod:`wsapp.backends.redis`): streams, presence hashes and
+  pub/sub in Redis, so every ``twistd wsapp`` process behind a load balancer serves the
+  same channels.
 
-An :class:`AppState` reports what happened, in the order the backend applied it, to its
-:class:`StateListener` (the app's :class:`~wsapp.server.ServerFactory`), which sends the
-events to the clients of this process.
+What a backend hears on the channels this process subscribed to goes to its
+:class:`BackendListener`, in the order the backend applied it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from ..channels import HistoryResult, Position, Publication
+
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["AppState", "Backend", "StateListener", "make_backend"]
+__all__ = ["Backend", "BackendListener", "PresenceChange", "make_backend"]
 
 
-class StateListener(Protocol):
-    """What an :class:`AppState` calls on this process; ``exclude`` is a connection or None."""
+@dataclass(frozen=True)
+class PresenceChange:
+    """A channel's presence changed: ``client`` joined or left (None: a recount)."""
 
-    def broadcast(self, event: Mapping[str, Any], *, exclude: Any = None) -> int:
-        """Encode ``event`` once and send it to every local connection but ``exclude``."""
-
-    def fan_out(self, payload: bytes, exclude: Any = None) -> int:
-        """Send an already encoded event to every local connection but ``exclude``."""
-
-    def counter_changed(self, value: int, exclude: Any = None) -> None:
-        """The app's counter is now ``value``."""
-
-    def users_changed(self, count: int) -> None:
-        """``count`` clients are now connected to the app, over all processes."""
+    count: int
+    client: str | None = None
+    info: Mapping[str, Any] | None = None
+    joined: bool = True
 
 
-class AppState(ABC):
-    """The shared state of one app, as seen from one process."""
+class BackendListener(Protocol):
+    """What a backend tells this process (the :class:`~wsapp.hub.Hub` listens)."""
 
-    def __init__(self, listener: StateListener) -> None:
-        self.listener = listener
+    def deliver(self, channel: str, epoch: str, publication: Publication, tag: str) -> None:
+        """A publication of a channel this process subscribed to; ``tag`` as published."""
 
-    @abstractmethod
-    def publish(self, event: Mapping[str, Any], *, exclude: Any = None) -> Deferred[None] | None:
-        """
-        Send ``event`` to every client of the app on every process, except ``exclude``.
+    def presence_changed(self, channel: str, change: PresenceChange) -> None:
+        """A subscribed channel's presence changed (on any process)."""
 
-        Returns None when the event was already sent (memory), else a Deferred that fires
-        once it was sent here or fails with :class:`~wsapp.exceptions.BackendUnavailableError`.
-        """
-
-    @abstractmethod
-    def counter_value(self) -> Deferred[int]:
-        """Return the counter's value."""
-
-    @abstractmethod
-    def counter_add(self, amount: int, *, exclude: Any = None) -> Deferred[int]:
-        """
-        Add ``amount`` atomically and tell every process's listener the new value.
-
-        The Deferred fires with the new value right after the listener of this process was
-        told (so a reply to ``exclude`` comes after the broadcast, in the same order), or
-        fails with :class:`~wsapp.exceptions.StateError` or
-        :class:`~wsapp.exceptions.BackendUnavailableError`.
-        """
-
-    @abstractmethod
-    def report_users(self, local: int) -> None:
-        """This process now has ``local`` clients; every listener hears the new total."""
+    def reconnected(self) -> None:
+        """Pub/sub was interrupted and is back: publications may have been missed."""
 
 
 class Backend(Service, ABC):
-    """A Twisted service holding the state of every app of one server."""
+    """The channels of one server, as seen from this process."""
 
-    #: Where the state lives, as ``/health`` names it: ``memory`` or the Redis URL.
-    address = "memory"
+    #: Who hears publications and presence changes; set once by the hub.
+    listener: BackendListener | None = None
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """What ``/health`` names the backend: ``memory`` or the Redis URL."""
 
     @property
     def available(self) -> bool:
-        """Whether the state can be read and changed right now."""
+        """Whether requests can be served now."""
         return True
 
     @abstractmethod
-    def app(self, name: str, listener: StateListener) -> AppState:
-        """Return the state of the app mounted as ``name`` (its URL path)."""
+    def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        history_size: int = 0,
+        history_ttl: float = 0.0,
+        tag: str = "",
+    ) -> Deferred[Position]:
+        """
+        Append ``data`` (JSON) to ``channel`` and deliver it to every subscribed process.
+
+        History keeps the last ``history_size`` publications for ``history_ttl`` seconds (0:
+        until pushed out). ``tag`` travels with the publication to the listeners.
+        """
+
+    @abstractmethod
+    def subscribe(self, channel: str) -> Deferred[None]:
+        """Deliver ``channel``'s publications to this process from when the Deferred fires."""
+
+    @abstractmethod
+    def unsubscribe(self, channel: str) -> Deferred[None]:
+        """Stop delivering ``channel`` to this process."""
+
+    @abstractmethod
+    def history(
+        self, channel: str, *, since: Position | None = None, limit: int = 0
+    ) -> Deferred[HistoryResult]:
+        """
+        Return ``channel``'s position with what followed ``since`` (see
+        :func:`wsapp.channels.recover`), or without ``since`` its latest ``limit``
+        publications.
+        """
+
+    @abstractmethod
+    def presence_add(
+        self, channel: str, client: str, info: Mapping[str, Any], *, announce: bool = False
+    ) -> Deferred[int]:
+        """
+        Enter ``client`` (with public ``info``) in ``channel``'s presence; return the count.
+
+        Every subscribed process hears a :class:`PresenceChange` when the count changes, and
+        with ``announce`` also who joined. Entries of a process that dies expire.
+        """
+
+    @abstractmethod
+    def presence_remove(
+        self, channel: str, client: str, *, announce: bool = False
+    ) -> Deferred[int]:
+        """Remove ``client`` from ``channel``'s presence; return the count."""
+
+    @abstractmethod
+    def presence(self, channel: str) -> Deferred[dict[str, Mapping[str, Any]]]:
+        """Return ``channel``'s presence: each client's info, by client id."""
+
+    @abstractmethod
+    def presence_count(self, channel: str) -> Deferred[int]:
+        """Return how many clients are present in ``channel``."""
+
+    @abstractmethod
+    def increment(
+        self, key: str, amount: int, *, limit: int, channel: str = "", tag: str = ""
+    ) -> Deferred[tuple[int, Position | None]]:
+        """
+        Add ``amount`` to the integer ``key`` unless that leaves ``[-limit, limit]`` (fail
+        with :class:`~wsapp.exceptions.StateError`); with ``channel``, publish the new value
+        there in the same atomic step (history: the latest value). Return the value and the
+        publication's position.
+        """
 
 
 def make_backend(config: Config, *, reactor: Any = None) -> Backend:

@@ -1,14 +1,18 @@
 """
-The default backend: state in this process, optionally kept in a state file.
+The default backend: channels in this process, counters optionally kept in a state file.
 
-Everything happens synchronously: a publish is the factory's local broadcast and a
-counter change returns an already-fired Deferred. With a state file, changed counters are
-written every ``interval`` seconds and once more when the service stops, so a clean
-restart keeps them and a ``kill -9`` loses at most the last interval's changes.
+Everything happens synchronously: a publication has reached the listener when
+:meth:`MemoryBackend.publish` returns, and every Deferred has already fired. A channel's
+log is forgotten once nobody listens to it and its history is empty, and a new log starts
+a new epoch, so a subscriber can always tell. A restarted process has new epochs for all.
+With a state file, changed counters are written every ``interval`` seconds and once more
+when the service stops, so a clean restart keeps them and a ``kill -9`` loses at most the
+last interval's changes. Only integers that were incremented (or restored) are kept.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,44 +20,20 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ..channels import ChannelLog, HistoryResult, Position
 from ..exceptions import StateError
-from ..state import Counter
-from . import AppState, Backend, StateListener
+from ..messages import OUT_OF_RANGE
+from . import Backend, PresenceChange
 from .statefile import load_counters, save_counters
 
-__all__ = ["MemoryAppState", "MemoryBackend"]
+__all__ = ["MemoryBackend"]
 
 log = Logger()
 
 
-class MemoryAppState(AppState):
-    """One app's state in this process: a :class:`~wsapp.state.Counter`."""
-
-    def __init__(self, listener: StateListener, counter: Counter) -> None:
-        super().__init__(listener)
-        self.counter = counter
-
-    def publish(self, event: Mapping[str, Any], *, exclude: Any = None) -> None:
-        self.listener.broadcast(event, exclude=exclude)
-
-    def counter_value(self) -> Deferred[int]:
-        return succeed(self.counter.value)
-
-    def counter_add(self, amount: int, *, exclude: Any = None) -> Deferred[int]:
-        try:
-            value = self.counter.add(amount)
-        except StateError as error:
-            return fail(error)
-        self.listener.counter_changed(value, exclude)
-        return succeed(value)
-
-    def report_users(self, local: int) -> None:
-        self.listener.users_changed(local)
-
-
 class MemoryBackend(Backend):
     """
-    The apps' state in this process; ``state_file`` (if given) keeps the counters.
+    Channels and counters in this process; ``state_file`` (if given) keeps the counters.
 
     The file is read here, so a corrupt one stops the server before it listens
     (:class:`~wsapp.exceptions.StateFileError`); a missing one means every counter is 0.
@@ -62,10 +42,15 @@ class MemoryBackend(Backend):
     def __init__(
         self, *, state_file: str | None = None, interval: float = 1.0, reactor: Any = None
     ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
         self.state_file = state_file
         self.interval = interval
         self.reactor = reactor
-        self.apps: dict[str, MemoryAppState] = {}
+        self.logs: dict[str, ChannelLog] = {}
+        self.subscribed: set[str] = set()
+        self.presences: dict[str, dict[str, Mapping[str, Any]]] = {}
+        self.integers: dict[str, int] = {}
         self._saved: dict[str, int] = {}
         self._saver: LoopingCall | None = None
         if state_file is not None:
@@ -75,18 +60,118 @@ class MemoryBackend(Backend):
             else:
                 log.info("Counters restored from {file}", file=state_file)
             self._saved = counters or {}
+            self.integers = dict(self._saved)
 
-    def app(self, name: str, listener: StateListener) -> MemoryAppState:
-        state = MemoryAppState(listener, Counter(self._saved.get(name, 0)))
-        self.apps[name] = state
-        return state
+    @property
+    def address(self) -> str:
+        return "memory"
+
+    def _log(self, channel: str) -> ChannelLog:
+        channel_log = self.logs.get(channel)
+        if channel_log is None:
+            channel_log = self.logs[channel] = ChannelLog(uuid.uuid4().hex[:8])
+        return channel_log
+
+    def _forget(self, channel: str) -> None:
+        channel_log = self.logs.get(channel)
+        if (
+            channel_log is not None
+            and channel not in self.subscribed
+            and channel_log.is_empty(self.reactor.seconds())
+        ):
+            del self.logs[channel]
+
+    def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        history_size: int = 0,
+        history_ttl: float = 0.0,
+        tag: str = "",
+    ) -> Deferred[Position]:
+        return succeed(self._publish(channel, data, history_size, history_ttl, tag))
+
+    def _publish(
+        self, channel: str, data: Any, history_size: int, history_ttl: float, tag: str
+    ) -> Position:
+        channel_log = self._log(channel)
+        channel_log.configure(history_size, history_ttl)
+        publication = channel_log.append(data, self.reactor.seconds(), tag)
+        if channel in self.subscribed and self.listener is not None:
+            self.listener.deliver(channel, channel_log.epoch, publication, tag)
+        position = channel_log.position
+        self._forget(channel)
+        return position
+
+    def subscribe(self, channel: str) -> Deferred[None]:
+        self.subscribed.add(channel)
+        return succeed(None)
+
+    def unsubscribe(self, channel: str) -> Deferred[None]:
+        self.subscribed.discard(channel)
+        self._forget(channel)
+        return succeed(None)
+
+    def history(
+        self, channel: str, *, since: Position | None = None, limit: int = 0
+    ) -> Deferred[HistoryResult]:
+        result = self._log(channel).read(self.reactor.seconds(), since, limit)
+        self._forget(channel)
+        return succeed(result)
+
+    def presence_add(
+        self, channel: str, client: str, info: Mapping[str, Any], *, announce: bool = False
+    ) -> Deferred[int]:
+        present = self.presences.setdefault(channel, {})
+        new = client not in present
+        present[client] = info
+        if new:
+            self._changed(channel, PresenceChange(len(present), client, info, True), announce)
+        return succeed(len(present))
+
+    def presence_remove(
+        self, channel: str, client: str, *, announce: bool = False
+    ) -> Deferred[int]:
+        present = self.presences.get(channel, {})
+        info = present.pop(client, None)
+        count = len(present)
+        if not present:
+            self.presences.pop(channel, None)
+        if info is not None:
+            self._changed(channel, PresenceChange(count, client, info, False), announce)
+        return succeed(count)
+
+    def _changed(self, channel: str, change: PresenceChange, announce: bool) -> None:
+        if channel in self.subscribed and self.listener is not None:
+            if not announce:
+                change = PresenceChange(change.count)
+            self.listener.presence_changed(channel, change)
+
+    def presence(self, channel: str) -> Deferred[dict[str, Mapping[str, Any]]]:
+        return succeed(dict(self.presences.get(channel, {})))
+
+    def presence_count(self, channel: str) -> Deferred[int]:
+        return succeed(len(self.presences.get(channel, {})))
+
+    def increment(
+        self, key: str, amount: int, *, limit: int, channel: str = "", tag: str = ""
+    ) -> Deferred[tuple[int, Position | None]]:
+        value = self.integers.get(key, 0) + amount
+        if not -limit <= value <= limit:
+            return fail(StateError(OUT_OF_RANGE, f"the counter must stay within ±{limit}"))
+        self.integers[key] = value
+        position = None
+        if channel:
+            position = self._publish(channel, value, 1, 0.0, tag)
+        return succeed((value, position))
 
     def counters(self) -> dict[str, int]:
-        """Return the counter of every app, by name."""
-        return {name: state.counter.value for name, state in self.apps.items()}
+        """Return every integer kept, by key."""
+        return dict(self.integers)
 
     def save(self) -> None:
-        """Write the state file if a counter changed since the last write."""
+        """Write the state file if an integer changed since the last write."""
         counters = self.counters()
         if self.state_file is None or counters == self._saved:
             return
@@ -101,8 +186,7 @@ class MemoryBackend(Backend):
         super().startService()
         if self.state_file is not None:
             self._saver = LoopingCall(self.save)
-            if self.reactor is not None:
-                self._saver.clock = self.reactor
+            self._saver.clock = self.reactor
             self._saver.start(self.interval, now=False)
 
     def stopService(self) -> Deferred[None] | None:

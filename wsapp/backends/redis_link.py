@@ -169,10 +169,10 @@ def describe(failure: Failure) -> str:
     return str(error).rstrip(".") or type(error).__name__
 
 
-def translate(failure: Failure) -> Failure:
+def translate(failure: Failure, limit: int = SAFE_INTEGER) -> Failure:
     """Turn txredisapi's errors into the errors the protocols answer clients with."""
     if failure.check(txredisapi.ResponseError) and "out-of-range" in str(failure.value):
-        return Failure(StateError(OUT_OF_RANGE, f"the counter must stay within ±{SAFE_INTEGER}"))
+        return Failure(StateError(OUT_OF_RANGE, f"the counter must stay within ±{limit}"))
     if failure.check(txredisapi.ConnectionError):
         return Failure(BackendUnavailableError())
     return failure

@@ -20,9 +20,11 @@ from .loading import (
 from .schema import (
     AppConfig,
     AuthConfig,
+    ChannelsConfig,
     CompressionConfig,
     Config,
     LimitsConfig,
+    NamespaceConfig,
     ShutdownConfig,
     TlsConfig,
 )
@@ -30,9 +32,11 @@ from .schema import (
 __all__ = [
     "AppConfig",
     "AuthConfig",
+    "ChannelsConfig",
     "CompressionConfig",
     "Config",
     "LimitsConfig",
+    "NamespaceConfig",
     "ShutdownConfig",
     "TlsConfig",
     "endpoint_description",

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..exceptions import ConfigError
-from .schema import AppConfig, Config, TlsConfig
+from .schema import AppConfig, ChannelsConfig, Config, NamespaceConfig, TlsConfig
 
 __all__ = [
     "endpoint_description",
@@ -35,6 +35,7 @@ T = TypeVar("T")
 _PORT_NUMBER = re.compile(r"\d+")
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _APP_PATH = re.compile(r"(/[\w.~-]+)+")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def endpoint_description(port: str | int) -> str:
@@ -147,6 +148,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             values[name] = _convert_backend(value, source, key)
         elif cls is Config and name == "apps":
             values[name] = _convert_apps(value, source, key)
+        elif cls is ChannelsConfig and name == "namespaces":
+            values[name] = _convert_namespaces(value, source, key)
         else:
             values[name] = _convert(hints[name], value, source, key)
         low_high = fields[name].metadata.get("range")
@@ -255,6 +258,22 @@ def _convert_apps(value: object, source: str, key: str) -> dict[str, AppConfig]:
                 source, f"{app_key}.protocol", "expected an import path like package.module:Class"
             )
     return apps
+
+
+def _convert_namespaces(value: object, source: str, key: str) -> dict[str, NamespaceConfig]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            source, key, f"expected a mapping of names to namespaces, got {_type_name(value)}"
+        )
+    namespaces = {}
+    for name, options in value.items():
+        namespace_key = f"{key}.{name}"
+        if not isinstance(name, str) or not _NAMESPACE.fullmatch(name):
+            raise ConfigError(
+                source, namespace_key, "a namespace name has 1-64 letters, digits, '_' or '-'"
+            )
+        namespaces[name] = _build(NamespaceConfig, options or {}, source, namespace_key)
+    return namespaces
 
 
 def _names(names: Mapping[str, Any]) -> str:

@@ -14,9 +14,11 @@ from typing import Any
 __all__ = [
     "AppConfig",
     "AuthConfig",
+    "ChannelsConfig",
     "CompressionConfig",
     "Config",
     "LimitsConfig",
+    "NamespaceConfig",
     "ShutdownConfig",
     "TlsConfig",
 ]
@@ -77,6 +79,7 @@ def _default_apps() -> dict[str, AppConfig]:
         ),
         "/chat": AppConfig("wsapp.apps.chat:ChatProtocol"),
         "/clock": AppConfig("wsapp.apps.clock:ClockProtocol"),
+        "/channels": AppConfig("wsapp.apps.channels:ChannelsProtocol"),
     }
 
 
@@ -140,6 +143,51 @@ class ShutdownConfig:
 
 
 @dataclass(frozen=True)
+class NamespaceConfig:
+    """What the channels of one namespace keep, and who may use them."""
+
+    #: Who may subscribe: ``anyone`` or ``nobody`` (only the server subscribes connections).
+    subscribe: str = _choice("anyone", "nobody")
+    #: Who may publish: ``nobody`` (only server code) or ``anyone``.
+    publish: str = _choice("nobody", "anyone")
+    #: Publications kept per channel for history and recovery (0: none).
+    history_size: int = _bounded(0, 0, 100_000)
+    #: Seconds a publication stays in history (0: until pushed out by newer ones).
+    history_ttl: float = _bounded(0.0, 0.0, 30 * 86400.0)
+    #: Whether a subscriber coming back with ``since`` gets what it missed.
+    recovery: bool = True
+    #: Whether subscribers are listed in the channel's presence.
+    presence: bool = False
+    #: Whether subscribers get ``join`` and ``leave`` events (needs ``presence``).
+    join_leave: bool = False
+    #: Most channels of this namespace one connection may subscribe to.
+    max_subscriptions: int = _bounded(128, 1, 1 << 20)
+    #: Largest ``data`` of a client's publication, in bytes of JSON.
+    max_data_size: int = _bounded(16384, 1, 1 << 31)
+
+
+def _default_namespaces() -> dict[str, NamespaceConfig]:
+    chat = NamespaceConfig(
+        publish="anyone", history_size=100, history_ttl=300.0, presence=True, join_leave=True
+    )
+    return {"chat": chat}
+
+
+@dataclass(frozen=True)
+class ChannelsConfig:
+    """Channels: options of channels without a namespace, and of each namespace by name."""
+
+    #: Channels whose name has no ``namespace:`` prefix.
+    default: NamespaceConfig = field(default_factory=NamespaceConfig)
+    #: Namespaces by name: a channel ``chat:lobby`` uses ``chat``; others are unknown.
+    namespaces: Mapping[str, NamespaceConfig] = field(default_factory=_default_namespaces)
+    #: Longest channel name, in characters.
+    max_name_length: int = _bounded(255, 1, 1024)
+    #: Most channels one connection may subscribe to, over all namespaces.
+    max_subscriptions: int = _bounded(256, 1, 1 << 20)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration; every field has a production default."""
 
@@ -159,6 +207,7 @@ class Config:
     #: ``https://*.example.com``; empty: any. Clients sending no Origin are always allowed.
     origins: tuple[str, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
+    channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
     server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
