@@ -12,18 +12,31 @@ the entries of a process that died are dropped from the count within
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..exceptions import BackendUnavailableError
-from .redis_scripts import PRESENCE, to_json
+from .redis_scripts import PRESENCE, Script, to_json
 
-if TYPE_CHECKING:
-    from .redis import RedisBackend
+
+class _Backend(Protocol):
+    """What the presence entries use of :class:`~wsapp.backends.redis.RedisBackend`."""
+
+    @property
+    def process(self) -> str: ...
+
+    @property
+    def channels(self) -> Collection[str]: ...
+
+    @property
+    def available(self) -> bool: ...
+
+    def run(self, script: Script, *arguments: Any) -> Deferred[Any]: ...
+
 
 __all__ = ["HEARTBEAT", "PRESENCE_TTL", "Presence"]
 
@@ -44,7 +57,7 @@ def _background(failure: Failure) -> None:
 class Presence:
     """The presence entries of one :class:`~wsapp.backends.redis.RedisBackend`."""
 
-    def __init__(self, backend: RedisBackend) -> None:
+    def __init__(self, backend: _Backend) -> None:
         self.backend = backend
         #: This process's entries: JSON info by client, by channel.
         self.present: dict[str, dict[str, str]] = {}
