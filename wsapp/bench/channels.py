@@ -65,8 +65,9 @@ def check_open_files(connections: int) -> None:
 def run_configuration(
     backend: str, history_size: int, sizes: dict[str, int], args: list[str], pin: bool
 ) -> dict[str, Any]:
-    """Start Redis (if used) and wsapp, run the load, stop them."""
+    """Start Redis (if used) and wsapp, run the load, stop them; RuntimeError if they fail."""
     connections = sizes["channels"] + sizes["fanout"] + sizes["publishers"]
+    check_open_files(connections)
     (server_cpus,), other_cpus = placement(1, pin)
     redis = RedisServer(other_cpus) if backend == "redis" else None
     config = wsapp_config(connections, history_size, redis.url if redis else "memory")
@@ -140,7 +141,6 @@ def run_channels(smoke: bool, pin: bool, step: Callable[[str], Any] = print) -> 
         sizes, duration, repeat = {"channels": 20, "fanout": 10, "publishers": 4}, "0.3", 1
     else:
         sizes, duration, repeat = {"channels": 10_000, "fanout": 1000, "publishers": 10}, "5", RUNS
-    check_open_files(sum(sizes.values()))
     args = [item for key, value in sizes.items() for item in (f"--{key}", str(value))]
     args += ["--duration", duration, "--timeout", "60" if smoke else "600"]
     runs: dict[str, list[dict[str, Any]]] = {}
