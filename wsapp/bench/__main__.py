@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .channels import CHANNELS, channels_table, run_channels
 from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
 from .servers import SERVERS, RunningServer, run_load_generator
@@ -116,8 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default="",
-        help=f"comma-separated subset; {SCALEOUT}: wsapp on Redis, 1 and 2 processes "
-        "[default: all]",
+        help=f"comma-separated subset; {SCALEOUT}: wsapp on Redis, 1 and 2 processes; "
+        f"{CHANNELS}: the /channels app on memory and Redis [default: all]",
     )
     parser.add_argument("--modes", default=",".join(MODES), help="plain, deflate or both")
     parser.add_argument("--json", default="bench-results.json", help="where to write results")
@@ -132,7 +133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [name for name in args.servers.split(",") if name]
     args.modes = [mode for mode in args.modes.split(",") if mode]
     groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
-    known = {workload.name for group in groups for workload in group} | {SCALEOUT}
+    known = {workload.name for group in groups for workload in group} | {SCALEOUT, CHANNELS}
     chosen = set(args.workloads.split(",")) - {""} or known
     for kind, names, allowed in [
         ("servers", set(args.servers), set(SERVERS)),
@@ -142,6 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if names - allowed:
             parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
     args.scaleout = SCALEOUT in chosen and "wsapp" in args.servers
+    args.channels = CHANNELS in chosen and "wsapp" in args.servers
     args.groups = [[w for w in group if w.name in chosen] for group in groups]
     args.groups = [group for group in args.groups if group]
     return args
@@ -183,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             pin,
             lambda text: print(f"[{time.monotonic() - started:4.0f}s] {text}", flush=True),
         )
+    channels = None
+    if args.channels:
+        channels = run_channels(
+            args.smoke,
+            pin,
+            lambda text: print(f"[{time.monotonic() - started:4.0f}s] {text}", flush=True),
+        )
     report = {
         "command": " ".join(
             ["python -m wsapp.bench", *(argv if argv is not None else sys.argv[1:])]
@@ -195,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if scaleout is not None:
         report["scaleout"] = scaleout
+    if channels is not None:
+        report["channels"] = channels
     with open(args.json, "w") as output:
         json.dump(report, output, indent=1)
     if groups:
@@ -203,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if scaleout is not None:
         print()
         print(scaleout_table(scaleout))
+    if channels is not None:
+        print()
+        print(channels_table(channels))
     print(
         f"\n{report['command']} on {report['machine']['cores']} cores "
         f"({report['machine']['cpu']}); results in {args.json}"
@@ -219,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             f"FAILED: scale-out {name} {mode}: {result['error']}"
             for name, per_mode in scaleout["results"].items()
             for mode, result in per_mode.items()
+            if "error" in result
+        ]
+    if channels is not None:
+        failed += [
+            f"FAILED: channels {name}: {result['error']}"
+            for name, result in channels["results"].items()
             if "error" in result
         ]
     for line in failed:
