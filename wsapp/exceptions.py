@@ -21,6 +21,20 @@ The client errors also derive from the matching built-in (:class:`ConnectionErro
 
 from __future__ import annotations
 
+__all__ = [
+    "BackendUnavailableError",
+    "ClientError",
+    "ClientTimeoutError",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "HandshakeRefusedError",
+    "MessageError",
+    "StateError",
+    "StateFileError",
+    "WsappError",
+]
+
 
 class WsappError(Exception):
     """Base class of every exception raised by wsapp."""

@@ -24,6 +24,8 @@ from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
 from .servers import SERVERS, RunningServer, run_load_generator
 
+__all__ = ["main"]
+
 MODES = ("plain", "deflate")
 
 
