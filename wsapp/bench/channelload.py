@@ -31,6 +31,8 @@ from .load import latency_summary, print_result, progress
 from .scaleload import Usage
 from .wire import Connection, Loop, masked_frame, server_rss
 
+__all__ = ["NAMESPACE", "PATH", "channels_load", "main"]
+
 PATH = "/channels"
 #: The namespace the benchmark's configuration opens for publishing by clients.
 NAMESPACE = "bench"
