@@ -136,7 +136,7 @@ BAD_TOKENS = {
 async def test_bad_token_refused_with_401_nothing_counted(
     server: Server, log_events: LogCapture, kind: str
 ) -> None:
-    """Each kind of bad token gets 401 at the handshake; no connection, no count, no token in logs."""
+    """Each kind of bad token gets 401 at the handshake; nothing counted, no token logged."""
     bad = BAD_TOKENS[kind]
     assert await aio(status_of(server.port, "/counter", bearer(bad))) == 401
     assert await aio(status_of(server.port, f"/counter?token={bad}")) == 401
@@ -252,7 +252,7 @@ async def test_two_second_token_closes_with_4001_unless_refreshed(server: Server
 
 @pytest_twisted.ensureDeferred
 async def test_namespace_permissions_by_user_capability_and_channel_token(server: Server) -> None:
-    """authenticated, capability and token namespaces admit whom they say; refusals subscribe nothing."""
+    """authenticated, capability and token namespaces admit whom they say; refusals keep nothing."""
     hub = server.factory("/channels").hub
 
     async def scenario() -> None:
@@ -302,10 +302,11 @@ async def test_revoke_and_kick_close_connections_and_refuse_handshakes(server: S
             websockets.connect(url, additional_headers=bearer(kept)) as second,
             websockets.connect(url, additional_headers=bearer(token("ivan"))) as other,
         ):
-            await identity.revoke("t-1", time.time() + 60)
+            loop = asyncio.get_running_loop()
+            await identity.revoke("t-1", time.time() + 60).asFuture(loop)
             assert await closed_with(first) == (4003, "token revoked")
             assert await status_of(server.port, "/counter", bearer(revoked)) == 401
-            await identity.kick("hana")
+            await identity.kick("hana").asFuture(loop)
             assert await closed_with(second) == (4003, "user kicked")
             await other.send(json.dumps({"action": "add", "amount": 1}))
             assert other.close_code is None
