@@ -32,6 +32,7 @@ from .config import Config, resolve_options, server_endpoint
 from .exceptions import ConfigError
 from .guard import Guard, HandshakeSite
 from .hub import Hub
+from .identity import Identity
 from .limits import ConnectionLimiter
 from .metrics import Metrics
 from .operations import Folder, mount_operations
@@ -67,12 +68,16 @@ def build_site(
     reactor: Any = None,
     metrics: Metrics | None = None,
     backend: Backend | None = None,
+    identity: Identity | None = None,
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     metrics = metrics or Metrics()
     if backend is None:
         backend = make_backend(config, reactor=reactor)
     hub = Hub(backend)
+    if identity is None:
+        identity = Identity(config.auth, backend=backend, reactor=reactor)
+    identity.hub = hub
     if not config.server_header.isprintable():
         raise ConfigError(source, "server_header", "must be printable text on one line")
     root = Folder()
@@ -88,7 +93,9 @@ def build_site(
             protocol.check_options(options)
         except ValueError as error:
             raise ConfigError(source, f"{key}.options", str(error)) from None
-        guard = Guard(config, app=path, app_limit=app.max_connections, limiter=limiter)
+        guard = Guard(
+            config, app=path, app_limit=app.max_connections, limiter=limiter, identity=identity
+        )
         factory = protocol.factory_class(
             protocol,
             app=app,
@@ -101,6 +108,7 @@ def build_site(
             name=path,
         )
         factory.metrics = metrics.add_app(path, factory)
+        identity.factories.append(factory)
         _mount(root, path, UpgradeRequired())
         factories[path] = factory
     site = HandshakeSite(
@@ -145,8 +153,15 @@ class ServerService(MultiService):
         self.backend.setServiceParent(self)
         self.metrics = Metrics()
         self.shutdown_hooks: list[ShutdownHook] = []
+        #: Tokens, revocation and kicks: :meth:`Identity.revoke`, :meth:`Identity.kick`.
+        self.identity = Identity(config.auth, backend=self.backend, reactor=reactor)
         self.site, self.factories = build_site(
-            config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
+            config,
+            source=source,
+            reactor=reactor,
+            metrics=self.metrics,
+            backend=self.backend,
+            identity=self.identity,
         )
         mount_operations(self.site.resource, self, self.metrics, source=source)
         #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
@@ -182,6 +197,7 @@ class ServerService(MultiService):
         self.stopping = False
         self._started = self.reactor.seconds()
         super().startService()
+        self.identity.start()
 
     def add_shutdown_hook(self, hook: ShutdownHook) -> None:
         """Call ``hook()`` (it may return a Deferred or awaitable) when the server stops."""
@@ -199,6 +215,7 @@ class ServerService(MultiService):
             log.info("shutting down: draining for {seconds} s", seconds=drain)
             await deferLater(self.reactor, drain)
         await maybeDeferred(self.listener.stopService)
+        self.identity.stop()
         await close_all(self.factories.values(), self.config.shutdown.grace_period, self.reactor)
         for hook in self.shutdown_hooks:
             try:

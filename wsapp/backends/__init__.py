@@ -148,6 +148,14 @@ class Backend(Service, ABC):
         publication's position.
         """
 
+    def deny(self, key: str, until: float) -> Deferred[None]:
+        """Put ``key`` on the deny-list (shared by every process) until Unix time ``until``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no deny-list")
+
+    def denied(self, key: str) -> Deferred[bool]:
+        """Whether ``key`` is on the deny-list now."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no deny-list")
+
 
 def make_backend(config: Config, *, reactor: Any = None) -> Backend:
     """

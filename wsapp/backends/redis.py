@@ -24,6 +24,8 @@ databases, so they carry it too):
   counts and lists skip (and forget) processes whose hash expired, and the heartbeat
   publishes a recount when a count changed that way;
 - ``count:CHANNEL``: the presence count last published;
+- ``deny:KEY``: an entry of the deny-list (``jti:ID`` for a revoked token), expiring when
+  the entry ends;
 - pub/sub ``channel:CHANNEL``: the channel's frames, JSON arrays starting with the format
   version 1: ``[1, "p", OFFSET, EPOCH, TAG, DATA]`` for a publication, ``[1, "r", COUNT,
   CLIENT, INFO, JOINED]`` for a presence change (CLIENT and INFO null unless announced, and
@@ -224,6 +226,25 @@ class RedisBackend(Backend):
             return int(reply[0]), position
 
         return incrementing.addCallback(result)
+
+    def deny(self, key: str, until: float) -> Deferred[None]:
+        """``deny:KEY`` is set to expire at ``until``."""
+        connection = self.commands.protocol
+        if connection is None:
+            return fail(BackendUnavailableError())
+        milliseconds = round((until - self.reactor.seconds()) * 1000)
+        if milliseconds <= 0:
+            return succeed(None)
+        name = f"{self.prefix}deny:{key}"
+        denying: Deferred[Any] = connection.execute_command("SET", name, "1", "PX", milliseconds)
+        return denying.addCallbacks(lambda _: None, translate)
+
+    def denied(self, key: str) -> Deferred[bool]:
+        connection = self.commands.protocol
+        if connection is None:
+            return fail(BackendUnavailableError())
+        checking: Deferred[Any] = connection.execute_command("EXISTS", f"{self.prefix}deny:{key}")
+        return checking.addCallbacks(lambda found: int(found) > 0, translate)
 
     def _received(self, name: str, message: str | bytes) -> None:
         channel = name.removeprefix(f"{self.prefix}channel:")

@@ -17,8 +17,10 @@ __all__ = [
     "ChannelsConfig",
     "CompressionConfig",
     "Config",
+    "JwtConfig",
     "LimitsConfig",
     "NamespaceConfig",
+    "ProxyConfig",
     "ShutdownConfig",
     "TlsConfig",
 ]
@@ -124,11 +126,53 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
-class AuthConfig:
-    """Token check at the opening handshake (``?token=`` or ``Authorization: Bearer``)."""
+class JwtConfig:
+    """
+    Connection and channel tokens (JWT): set one of ``secret``, ``secret_file``,
+    ``public_key_file`` or ``jwks_url``; the others narrow what a token must say.
+    """
 
-    #: Accepted tokens; empty: no check (unless a protocol overrides ``authorize``).
+    #: Shared secret of HS256/HS384/HS512 tokens.
+    secret: str = ""
+    #: File holding the shared secret (one line; surrounding whitespace is dropped).
+    secret_file: str = ""
+    #: PEM public key (RSA, EC or Ed25519) of RS*/PS*, ES* or EdDSA tokens.
+    public_key_file: str = ""
+    #: ``https://`` (or loopback ``http://``) URL of a JWKS document with the public keys.
+    jwks_url: str = ""
+    #: Seconds a JWKS document is used before it is fetched again.
+    jwks_cache: float = _bounded(300.0, 1.0, 86400.0)
+    #: Accepted algorithms; empty: those of the key (``none`` is never accepted).
+    algorithms: tuple[str, ...] = ()
+    #: The ``aud`` a token must name; empty: tokens with an ``aud`` are refused.
+    audience: str = ""
+    #: The ``iss`` a token must name; empty: not checked.
+    issuer: str = ""
+    #: Seconds of clock difference allowed on ``exp``, ``nbf`` and ``iat``.
+    leeway: float = _bounded(0.0, 0.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who a connection is: static tokens, or JWT connection tokens (``jwt``)."""
+
+    #: Accepted static tokens; empty: no check (unless ``jwt`` is set or a protocol
+    #: overrides ``authorize``). A connection admitted by one is anonymous.
     tokens: tuple[str, ...] = ()
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+    #: With ``jwt``: whether a connection without a token is admitted as anonymous. If not,
+    #: it must send ``{"action": "authenticate", "token": T}`` within
+    #: ``limits.open_handshake_timeout`` seconds.
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Load balancers in front of the server, whose forwarding headers are believed."""
+
+    #: Networks of trusted proxies, e.g. ``10.0.0.0/8`` or ``127.0.0.1``; their
+    #: ``Forwarded`` / ``X-Forwarded-For`` headers give the client address.
+    trusted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,10 +190,14 @@ class ShutdownConfig:
 class NamespaceConfig:
     """What the channels of one namespace keep, and who may use them."""
 
-    #: Who may subscribe: ``anyone`` or ``nobody`` (only the server subscribes connections).
-    subscribe: str = _choice("anyone", "nobody")
-    #: Who may publish: ``nobody`` (only server code) or ``anyone``.
-    publish: str = _choice("nobody", "anyone")
+    #: Who may subscribe: ``anyone``, ``nobody`` (only the server subscribes connections),
+    #: ``authenticated`` (connections with a user), ``capability`` (a user whose token's
+    #: ``channels`` claim matches the channel, or with a channel token) or ``token`` (with a
+    #: channel token naming the channel and the user).
+    subscribe: str = _choice("anyone", "nobody", "authenticated", "capability", "token")
+    #: Who may publish: ``nobody`` (only server code), ``anyone``, ``authenticated`` or
+    #: ``capability`` (as for subscribe, from the connection token only).
+    publish: str = _choice("nobody", "anyone", "authenticated", "capability")
     #: Publications kept per channel for history and recovery (0: none).
     history_size: int = _bounded(0, 0, 100_000)
     #: Seconds a publication stays in history (0: until pushed out by newer ones).
@@ -207,6 +255,7 @@ class Config:
     #: ``https://*.example.com``; empty: any. Clients sending no Origin are always allowed.
     origins: tuple[str, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
     server_header: str = "wsapp"
