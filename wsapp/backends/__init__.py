@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from ..channels import HistoryResult, Position, Publication
 
@@ -66,6 +66,7 @@ class Backend(Service, ABC):
 
     #: Who hears publications and presence changes; set once by the hub.
     listener: BackendListener | None = None
+    _awaiting: list[Deferred[None]] | None = None
 
     @property
     @abstractmethod
@@ -76,6 +77,22 @@ class Backend(Service, ABC):
     def available(self) -> bool:
         """Whether requests can be served now."""
         return True
+
+    def when_available(self) -> Deferred[None]:
+        """A Deferred that fires once requests can be served (at once if they can now)."""
+        if self.available:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        if self._awaiting is None:
+            self._awaiting = []
+        self._awaiting.append(waiting)
+        return waiting
+
+    def became_available(self) -> None:
+        """Called by a backend when it can serve requests again: fires :meth:`when_available`."""
+        waiting, self._awaiting = self._awaiting or [], None
+        for deferred in waiting:
+            deferred.callback(None)
 
     @abstractmethod
     def publish(

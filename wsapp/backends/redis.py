@@ -304,6 +304,7 @@ class RedisBackend(Backend):
             self._missed = False
             if self.listener is not None:
                 self.listener.reconnected()
+        self.became_available()
 
     def _retrying(self, reason: str, delay: float) -> None:
         """One line per retry of the command connection (the subscription retries alike)."""
