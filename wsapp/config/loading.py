@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..exceptions import ConfigError
-from .schema import AppConfig, ChannelsConfig, Config, NamespaceConfig, TlsConfig
+from .schema import ApiConfig, AppConfig, ChannelsConfig, Config, NamespaceConfig, TlsConfig
 
 __all__ = [
     "endpoint_description",
@@ -148,6 +148,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             values[name] = _convert_backend(value, source, key)
         elif cls is Config and name == "apps":
             values[name] = _convert_apps(value, source, key)
+        elif cls is ApiConfig and name == "endpoint" and value != "":
+            values[name] = _convert_port(value, source, key)
         elif cls is ChannelsConfig and name == "namespaces":
             values[name] = _convert_namespaces(value, source, key)
         else:
@@ -170,6 +172,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             )
     if cls is TlsConfig:
         _check_tls(values, source, prefix)
+    if cls is ApiConfig:
+        _check_api(values, source, prefix)
     return cls(**values)
 
 
@@ -179,6 +183,17 @@ def _check_tls(values: Mapping[str, Any], source: str, prefix: str) -> None:
     for name in ("certificate", "private_key"):
         if values.get(name) and not os.path.isfile(values[name]):
             raise ConfigError(source, f"{prefix}.{name}", f"no such file: {values[name]}")
+
+
+def _check_api(values: Mapping[str, Any], source: str, prefix: str) -> None:
+    for index, key in enumerate(values.get("keys", ())):
+        if len(key) < 16 or not key.isprintable() or key != key.strip():
+            raise ConfigError(
+                source, f"{prefix}.keys[{index}]", "a key has 16 or more printable characters"
+            )
+    keys_file = values.get("keys_file")
+    if keys_file and not os.path.isfile(keys_file):
+        raise ConfigError(source, f"{prefix}.keys_file", f"no such file: {keys_file}")
 
 
 def _convert(hint: Any, value: object, source: str, key: str) -> Any:
