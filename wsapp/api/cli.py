@@ -117,8 +117,13 @@ def _subscribe(args: argparse.Namespace) -> int:
         if args.since is not None and not reply.get("recovered"):
             print(f"not recovered: now at {reply['offset']}:{reply['epoch']}", file=sys.stderr)
         for message in ws:
-            if isinstance(message, dict) and message.get("channel") == args.channel:
+            if not isinstance(message, dict) or message.get("channel") != args.channel:
+                continue
+            if message.get("type") == "publication":
                 _print(message)
+            elif message.get("type") == "unrecovered":
+                where = f"{message.get('offset')}:{message.get('epoch')}"
+                print(f"publications up to {where} were lost", file=sys.stderr, flush=True)
     closed = ws.close_error
     return 0 if closed.code in (1000, 1001) else 1
 
