@@ -169,7 +169,7 @@ async def test_bodies_over_the_limit_are_refused_before_they_are_stored(
     )
     assert chunked.startswith(b"HTTP/1.1 413 ")
     status, answer = await post(port, "publish", raw=b" " * 1000 + b'{"channel":"a","data":1}')
-    assert status == 413
+    assert (status, answer["error"]) == (413, "too-large")
     fits = await post(port, "publish", {"channel": "a", "data": "y" * 900})
     assert fits[0] == 200
 
@@ -247,6 +247,7 @@ async def test_disconnect_and_unsubscribe_match_connections_by_user(start_server
     assert server.factory("/users").hub.listeners("news") == 1
     assert (await post(server.port, "disconnect", {"user": "alice", "code": 4009})) == (200, {})
     closed = bob.factory.closed
+    alice.factory.closed.addTimeout(5, the_reactor())
     _, code, _ = await alice.factory.closed
     assert code == 4009
     assert not closed.called

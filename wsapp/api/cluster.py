@@ -134,6 +134,10 @@ class Cluster(Service):
 
     def _listen(self) -> None:
         self._retry = None
+        if not self.hub.backend.available:
+            # the hub would wait for good on a subscription that fails at once
+            self._retry = self.reactor.callLater(self.interval / 10, self._listen)
+            return
         listening = Deferred.fromCoroutine(self.hub.subscribe(CONTROL, self._member))
 
         def listened(_: object) -> None:
