@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .api import run_api_bench
 from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
 from .servers import SERVERS, RunningServer, run_load_generator
@@ -132,7 +133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [name for name in args.servers.split(",") if name]
     args.modes = [mode for mode in args.modes.split(",") if mode]
     groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
-    known = {workload.name for group in groups for workload in group} | {SCALEOUT}
+    known = {workload.name for group in groups for workload in group} | {SCALEOUT, "api"}
     chosen = set(args.workloads.split(",")) - {""} or known
     for kind, names, allowed in [
         ("servers", set(args.servers), set(SERVERS)),
@@ -142,6 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if names - allowed:
             parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
     args.scaleout = SCALEOUT in chosen and "wsapp" in args.servers
+    args.api = "api" in chosen and "wsapp" in args.servers
     args.groups = [[w for w in group if w.name in chosen] for group in groups]
     args.groups = [group for group in args.groups if group]
     return args
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if scaleout is not None:
         report["scaleout"] = scaleout
+    if args.api:
+        report["api"] = run_api_bench(args.smoke, lambda text: print(text, flush=True))
+        print(json.dumps(report["api"]))
     with open(args.json, "w") as output:
         json.dump(report, output, indent=1)
     if groups:
@@ -221,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             for mode, result in per_mode.items()
             if "error" in result
         ]
+    if "error" in report.get("api", {}):
+        failed.append(f"FAILED: api: {report['api']['error']}")
     for line in failed:
         print(line)
     return 1 if failed else 0
