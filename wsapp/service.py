@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .api import build_api
 from .backends import Backend, make_backend
 from .config import Config, resolve_options, server_endpoint
 from .exceptions import ConfigError
@@ -164,6 +165,20 @@ class ServerService(MultiService):
             identity=self.identity,
         )
         mount_operations(self.site.resource, self, self.metrics, source=source)
+        self.metrics.backend = self.backend
+        #: The HTTP API (:mod:`wsapp.api`); None while no key is configured.
+        self.api = build_api(
+            config,
+            cast(Hub, self.backend.listener),
+            self,
+            self.metrics,
+            source=source,
+            reactor=reactor,
+            identity=self.identity,
+        )
+        if self.api is not None and not config.api.endpoint:
+            self.site.resource.putChild(b"api", self.api.resource)
+            self.site.requestFactory = self.api.limit(self.site.requestFactory)
         #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
@@ -192,6 +207,40 @@ class ServerService(MultiService):
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
+        #: The API's own port (with ``api.endpoint``), once the service has started.
+        self.api_port: Port | None = None
+        if self.api is not None:
+            self.api.cluster.setServiceParent(self)
+            if config.api.endpoint:
+                self._listen_api(config, source)
+
+    def _listen_api(self, config: Config, source: str) -> None:
+        assert self.api is not None
+        description = config.api.endpoint
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as error:
+            raise ConfigError(
+                source, "api.endpoint", f"invalid endpoint {description!r}: {error}"
+            ) from None
+        if config.tls.certificate and description.startswith("tcp:"):
+            options = load_tls(config.tls.certificate, config.tls.private_key, source)
+            endpoint = TLSServerEndpoint(endpoint, options)
+        site = self.api.site(
+            HandshakeSite,
+            deadline=config.limits.open_handshake_timeout,
+            server_header=config.server_header,
+            reactor=self.reactor,
+        )
+        listener = _ListeningService(
+            endpoint, site, self._api_listening, description=description, source=source
+        )
+        listener.key = "api.endpoint"
+        listener.setServiceParent(self)
+
+    def _api_listening(self, port: Port) -> None:
+        self.api_port = port
+        log.info("wsapp API serving {url}api/", url=_url(port.getHost(), "tcp:"))
 
     def startService(self) -> None:
         self.stopping = False
@@ -257,7 +306,7 @@ class _ListeningService(StreamServerEndpointService):
     def __init__(
         self,
         endpoint: Any,
-        factory: HandshakeRouter,
+        factory: HandshakeRouter | Site,
         listening: Callable[[Port], None],
         *,
         description: str,
@@ -267,6 +316,8 @@ class _ListeningService(StreamServerEndpointService):
         self._on_listening = listening
         self.description = description
         self.source = source
+        #: The configuration key named when listening fails.
+        self.key = "port"
 
     def privilegedStartService(self) -> None:
         try:
@@ -275,7 +326,7 @@ class _ListeningService(StreamServerEndpointService):
             reason = error.socketError if isinstance(error, CannotListenError) else error
             text = getattr(reason, "strerror", None) or str(reason)
             raise ConfigError(
-                self.source, "port", f"cannot listen on {self.description}: {text}"
+                self.source, self.key, f"cannot listen on {self.description}: {text}"
             ) from None
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)

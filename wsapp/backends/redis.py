@@ -55,6 +55,7 @@ from ..channels import HistoryResult, Position, Publication, recover
 from ..exceptions import BackendUnavailableError
 from ..state import SAFE_INTEGER
 from . import Backend, PresenceChange
+from .redis_api import nodes, publish_once, put_node
 from .redis_link import REPLY_TIMEOUT, Link, Subscriber, translate
 from .redis_presence import HEARTBEAT, PRESENCE_TTL, Presence
 from .redis_scripts import HISTORY, INCREMENT, PRESENCE, PUBLISH, Script, parse_frame, to_json
@@ -245,6 +246,32 @@ class RedisBackend(Backend):
             return fail(BackendUnavailableError())
         checking: Deferred[Any] = connection.execute_command("EXISTS", f"{self.prefix}deny:{key}")
         return checking.addCallbacks(lambda found: int(found) > 0, translate)
+
+    def publish_once(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        key: str,
+        window: float,
+        history_size: int = 0,
+        history_ttl: float = 0.0,
+    ) -> Deferred[tuple[Position, bool]]:
+        return publish_once(
+            self,
+            channel,
+            data,
+            key=key,
+            window=window,
+            history_size=history_size,
+            history_ttl=history_ttl,
+        )
+
+    def put_node(self, node: str, report: Mapping[str, Any], ttl: float) -> Deferred[None]:
+        return put_node(self, node, report, ttl)
+
+    def nodes(self) -> Deferred[list[dict[str, Any]]]:
+        return nodes(self)
 
     def _received(self, name: str, message: str | bytes) -> None:
         channel = name.removeprefix(f"{self.prefix}channel:")

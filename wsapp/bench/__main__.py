@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .api import run_api_bench
 from .channels import CHANNELS, channels_table, run_channels
 from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
@@ -135,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [name for name in args.servers.split(",") if name]
     args.modes = [mode for mode in args.modes.split(",") if mode]
     groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
-    known = {workload.name for group in groups for workload in group} | {SCALEOUT, CHANNELS}
+    known = {workload.name for group in groups for workload in group} | {SCALEOUT, CHANNELS, "api"}
     chosen = set(args.workloads.split(",")) - {""} or known
     for kind, names, allowed in [
         ("servers", set(args.servers), set(SERVERS)),
@@ -146,6 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
     args.scaleout = SCALEOUT in chosen and "wsapp" in args.servers
     args.channels = CHANNELS in chosen and "wsapp" in args.servers
+    args.api = "api" in chosen and "wsapp" in args.servers
     args.groups = [[w for w in group if w.name in chosen] for group in groups]
     args.groups = [group for group in args.groups if group]
     return args
@@ -208,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         report["scaleout"] = scaleout
     if channels is not None:
         report["channels"] = channels
+    if args.api:
+        report["api"] = run_api_bench(args.smoke, lambda text: print(text, flush=True))
+        print(json.dumps(report["api"]))
     with open(args.json, "w") as output:
         json.dump(report, output, indent=1)
     if groups:
@@ -243,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, result in channels["results"].items()
             if "error" in result
         ]
+    if "error" in report.get("api", {}):
+        failed.append(f"FAILED: api: {report['api']['error']}")
     for line in failed:
         print(line)
     return 1 if failed else 0

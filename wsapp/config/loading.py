@@ -20,6 +20,7 @@ import yaml
 
 from ..exceptions import ConfigError
 from .schema import (
+    ApiConfig,
     AppConfig,
     ChannelsConfig,
     Config,
@@ -157,6 +158,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             values[name] = _convert_backend(value, source, key)
         elif cls is Config and name == "apps":
             values[name] = _convert_apps(value, source, key)
+        elif cls is ApiConfig and name == "endpoint" and value != "":
+            values[name] = _convert_port(value, source, key)
         elif cls is ChannelsConfig and name == "namespaces":
             values[name] = _convert_namespaces(value, source, key)
         else:
@@ -189,6 +192,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
                 raise ConfigError(
                     source, f"{prefix}.trusted[{index}]", f"not an address or network: {network!r}"
                 ) from None
+    if cls is ApiConfig:
+        _check_api(values, source, prefix)
     return cls(**values)
 
 
@@ -246,6 +251,17 @@ def _check_tls(values: Mapping[str, Any], source: str, prefix: str) -> None:
     for name in ("certificate", "private_key"):
         if values.get(name) and not os.path.isfile(values[name]):
             raise ConfigError(source, f"{prefix}.{name}", f"no such file: {values[name]}")
+
+
+def _check_api(values: Mapping[str, Any], source: str, prefix: str) -> None:
+    for index, key in enumerate(values.get("keys", ())):
+        if len(key) < 16 or not key.isprintable() or key != key.strip():
+            raise ConfigError(
+                source, f"{prefix}.keys[{index}]", "a key has 16 or more printable characters"
+            )
+    keys_file = values.get("keys_file")
+    if keys_file and not os.path.isfile(keys_file):
+        raise ConfigError(source, f"{prefix}.keys_file", f"no such file: {keys_file}")
 
 
 def _convert(hint: Any, value: object, source: str, key: str) -> Any:

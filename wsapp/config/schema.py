@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ApiConfig",
     "AppConfig",
     "AuthConfig",
     "ChannelsConfig",
@@ -236,6 +237,31 @@ class ChannelsConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The HTTP API (``POST /api/METHOD``): off unless a key is configured."""
+
+    #: Accepted keys, sent as ``Authorization: apikey KEY``; with none (here or in
+    #: ``keys_file``) the API is off.
+    keys: tuple[str, ...] = ()
+    #: File of more keys, one a line (blank lines and lines starting with ``#`` skipped).
+    keys_file: str = ""
+    #: Own listening endpoint, e.g. ``tcp:8001:interface=127.0.0.1``; empty: ``/api/`` on
+    #: ``port``.
+    endpoint: str = ""
+    #: Serve the API over plain HTTP on an interface other than loopback (keys travel in
+    #: clear); without it such requests get 403 unless TLS is on.
+    allow_insecure: bool = False
+    #: Largest request body, in bytes (413 beyond).
+    max_body_size: int = _bounded(1 << 20, 64, 1 << 30)
+    #: Requests one key may send per second, on average (0: no limit; 429 beyond).
+    rate: float = _bounded(1000.0, 0.0, 1e9)
+    #: Requests one key may send at once before the rate applies.
+    burst: int = _bounded(2000, 1, 1 << 31)
+    #: Seconds a publish's ``idempotency_key`` is remembered with its result.
+    idempotency_window: float = _bounded(300.0, 1.0, 86400.0)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration; every field has a production default."""
 
@@ -260,3 +286,4 @@ class Config:
     #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
     server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
