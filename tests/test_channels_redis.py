@@ -401,6 +401,37 @@ async def test_a_process_listens_to_redis_only_while_it_has_subscribers(
     await aio(scenario())
 
 
+@pytest_twisted.ensureDeferred
+async def test_leaving_before_the_redis_subscription_is_made_leaves_it_too(
+    processes: Any, redis_server: RedisServer
+) -> None:
+    """Unsubscribing or closing while the subscribe waits for Redis leaves no Redis subscription."""
+    (a,) = processes(1)
+    channels = [f"chat:quick{n}" for n in range(10)]
+
+    async def scenario() -> None:
+        peer = await Peer.open(a)
+        for channel in channels:
+            # both in one write: the unsubscribe arrives before Redis acknowledges SUBSCRIBE
+            requests = [
+                {"action": "subscribe", "channel": channel},
+                {"action": "unsubscribe", "channel": channel, "id": channel},
+            ]
+            await peer.websocket.send(json.dumps(requests[0]))
+            await peer.websocket.send(json.dumps(requests[1]))
+            await peer.wait(
+                lambda channel=channel: any(e.get("id") == channel for e in peer.events)
+            )
+        closing = await Peer.open(a)
+        await closing.websocket.send(json.dumps({"action": "subscribe", "channel": "chat:closed"}))
+        await closing.close()
+        assert (await peer.request("history", channel="chat:n"))["type"] == "history"
+        await eventually(lambda: pubsub_channels(redis_server) == [], 5, "no subscription left")
+        await peer.close()
+
+    await aio(scenario())
+
+
 class Relay:
     """A TCP relay on a loopback port to Redis: the link of one process, cut and mended."""
 
