@@ -122,6 +122,7 @@ class Hub:
             self._drop_if_empty(channel, entry)
             raise
         if member not in entry.joining:  # unsubscribed (or closed) meanwhile
+            self._drop_if_empty(channel, entry)
             return result
         self._run(channel, entry, entry.feed.start(result.position))
         held = entry.joining.pop(member)
