@@ -17,6 +17,7 @@ __all__ = [
     "ChannelsConfig",
     "CompressionConfig",
     "Config",
+    "DashboardConfig",
     "LimitsConfig",
     "NamespaceConfig",
     "ShutdownConfig",
@@ -188,6 +189,14 @@ class ChannelsConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The live dashboard at ``/dashboard``."""
+
+    #: The key its data asks for (``Authorization: Bearer KEY``); empty: no dashboard.
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration; every field has a production default."""
 
@@ -211,3 +220,4 @@ class Config:
     #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
     server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
