@@ -49,7 +49,7 @@ export class WsappError extends Error {
 
 /** Requests waiting for their replies, by id. */
 export class Requests {
-  constructor({ setTimer = setTimeout, clearTimer = clearTimeout } = {}) {
+  constructor({ setTimer = (fn, ms) => setTimeout(fn, ms), clearTimer = (id) => clearTimeout(id) } = {}) {
     this.next = 1;
     this.pending = new Map();
     this.setTimer = setTimer;
