@@ -66,7 +66,7 @@ async def test_counter_page_over_https_and_wss(
 ) -> None:
     """Chromium loads the page over https (ALPN offered), connects over wss and counts."""
     server = start_server(issued[0])
-    page = await aio(open_page(pinned_browser, f"https://127.0.0.1:{server.port}/"))
+    page = await aio(open_page(pinned_browser, f"https://127.0.0.1:{server.port}/counter.html"))
     await aio(shows(page, "0", "1 user online"))
     await aio(page.click(".plus"))
     await aio(shows(page, "1", "1 user online"))

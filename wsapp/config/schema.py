@@ -18,6 +18,7 @@ __all__ = [
     "ChannelsConfig",
     "CompressionConfig",
     "Config",
+    "DashboardConfig",
     "JwtConfig",
     "LimitsConfig",
     "NamespaceConfig",
@@ -262,6 +263,14 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The live dashboard at ``/dashboard``."""
+
+    #: The key its data asks for (``Authorization: Bearer KEY``); empty: no dashboard.
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration; every field has a production default."""
 
@@ -287,3 +296,4 @@ class Config:
     server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
