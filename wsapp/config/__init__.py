@@ -18,11 +18,13 @@ from .loading import (
     server_endpoint,
 )
 from .schema import (
+    ApiConfig,
     AppConfig,
     AuthConfig,
     ChannelsConfig,
     CompressionConfig,
     Config,
+    DashboardConfig,
     JwtConfig,
     LimitsConfig,
     NamespaceConfig,
@@ -32,11 +34,13 @@ from .schema import (
 )
 
 __all__ = [
+    "ApiConfig",
     "AppConfig",
     "AuthConfig",
     "ChannelsConfig",
     "CompressionConfig",
     "Config",
+    "DashboardConfig",
     "JwtConfig",
     "LimitsConfig",
     "NamespaceConfig",
