@@ -207,4 +207,4 @@ async def test_thousands_of_subscribes_and_unsubscribes_leak_nothing(
     factory = server.factory("/channels")
     (connection,) = factory.registry
     assert connection.subscriptions == set()
-    assert factory.hub.channels == {}
+    assert [name for name in factory.hub.channels if not name.startswith("$")] == []

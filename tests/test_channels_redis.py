@@ -177,9 +177,13 @@ def numsub(redis_server: RedisServer, channel: str) -> int:
 
 
 def pubsub_channels(redis_server: RedisServer) -> list[str]:
-    """The channels some process is subscribed to (PUBSUB CHANNELS)."""
+    """
+    The clients' channels some process is subscribed to (PUBSUB CHANNELS), without the
+    server's own (``$...``, such as the identity notices every process listens to).
+    """
     reply = redis_server.command("PUBSUB", "CHANNELS", "wsapp:0:channel:*").split(b"\r\n")
-    return sorted(line.decode().removeprefix("wsapp:0:channel:") for line in reply[2:-1:2])
+    names = (line.decode().removeprefix("wsapp:0:channel:") for line in reply[2:-1:2])
+    return sorted(name for name in names if not name.startswith("$"))
 
 
 async def eventually(condition: Callable[[], object], timeout: float, what: str) -> None:
