@@ -189,6 +189,17 @@ def socket_transport(transport: Any) -> Any:
     return transport
 
 
+def _pause_past(transport: Any, mark: int) -> None:
+    """
+    Make ``transport`` pause its producer once more than ``mark`` bytes are queued.
+
+    Twisted compares the queue with ``bufferSize``, which is also the size of every
+    ``recv``: raising that to the mark (MiBs) made every read allocate as much. Only the
+    queue's comparison is replaced, for this one transport.
+    """
+    transport._isSendBufferFull = lambda: len(transport.dataBuffer) + transport._tempDataLen > mark
+
+
 @implementer(IPushProducer)
 class SendGate:
     """
@@ -215,7 +226,7 @@ class SendGate:
         if getattr(transport, "producer", None) or getattr(transport, "_producer", None):
             transport.unregisterProducer()
         transport.registerProducer(self, True)
-        socket_transport(transport).bufferSize = high_water_mark
+        _pause_past(socket_transport(transport), high_water_mark)
 
     def pauseProducing(self) -> None:
         if self.paused:
