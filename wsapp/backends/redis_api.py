@@ -18,15 +18,19 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
 
 from ..channels import Position
 from .redis_scripts import PRELUDE, Script, to_json
 
-if TYPE_CHECKING:
-    from .redis import RedisBackend
+
+class RedisBackend(Protocol):
+    """What these functions use of :class:`wsapp.backends.redis.RedisBackend`."""
+
+    def run(self, script: Script, *arguments: Any) -> Deferred[Any]: ...
+
 
 __all__ = ["NODES", "ONCE", "nodes", "publish_once", "put_node"]
 
