@@ -9,6 +9,7 @@ ports, paths and waits as each test says.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -29,7 +30,8 @@ import trustme
 import websocket
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import BIN, ROOT, Server, free_port, run_twistd
+from tests.conftest import BIN, ROOT, Server, aio, free_port, run_twistd
+from tests.test_page import CHROMIUM, browser  # noqa: F401 (the fixture)
 
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"^\.\. code-block:: (\S+)\n((?:   :\w+:.*\n)*)\n((?:(?:   .*)?\n)+)", re.M)
@@ -53,7 +55,8 @@ RUN = {
     *("tutorial-serve", "tutorial-counter-client"),
     *("tutorial-shout-py", "tutorial-shout-yaml", "tutorial-shout-serve"),
     *("tutorial-shout-client", "tutorial-channels-yaml", "tutorial-channels-py"),
-    *("tutorial-tokens-py", "tutorial-tokens-yaml", "tutorial-tokens-client"),
+    *("tutorial-tokens-yaml", "tutorial-tokens-mint", "tutorial-tokens-client"),
+    "tutorial-tokens-page",
     *("tutorial-production-yaml", "tutorial-production-run", "howto-clients-blocking"),
     *("howto-clients-reconnecting", "howto-systemd-unit", "howto-nginx-site"),
     *("howto-haproxy-wsapp", "howto-haproxy-cfg", "howto-redis-workers", "howto-tls-yaml"),
@@ -160,13 +163,57 @@ def test_channels_tutorial_prints_what_it_says(tmp_path: Path, twistd: Any) -> N
 
 
 def test_tokens(tmp_path: Path, twistd: Any) -> None:
-    """TeamCounter refuses no token (401) and a wrong one (403), and serves a right one."""
-    write(tmp_path, "tokens.py", EXAMPLES["tutorial-tokens-py"])
+    """try_tokens.py prints what the page says: 401, each permission's answer, refreshed."""
     write(tmp_path, "tokens.yaml", EXAMPLES["tutorial-tokens-yaml"])
+    write(tmp_path, "mint.py", EXAMPLES["tutorial-tokens-mint"])
     server = twistd("--config", "tokens.yaml", "--port", "tcp:0:interface=127.0.0.1")
     code = EXAMPLES["tutorial-tokens-client"].replace(":8000", f":{server.port}")
-    printed = python(code, tmp_path).stdout.splitlines()
-    assert printed == ["401", "403", "{'type': 'state', 'value': 0}"]
+    page = (DOCS / "tutorial/tokens.rst").read_text()
+    printed = re.search(r"It prints::\n\n((?:   .*\n)+)", page)
+    assert printed is not None
+    assert python(code, tmp_path).stdout == re.sub(r"^   ", "", printed.group(1), flags=re.M)
+    assert "?token=REDACTED" in server.output() and "?token=ey" not in server.output()
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
+@pytest_twisted.ensureDeferred
+async def test_tokens_page_authenticates_in_chromium(
+    tmp_path: Path, twistd: Any, browser: Any
+) -> None:
+    """team.html in Chromium fetches a minted token, authenticates first, and counts as alice."""
+    write(tmp_path, "tokens.yaml", EXAMPLES["tutorial-tokens-yaml"])
+    mint = write(tmp_path, "mint.py", EXAMPLES["tutorial-tokens-mint"])
+    server = twistd("--config", "tokens.yaml", "--port", "tcp:0:interface=127.0.0.1")
+    spec = importlib.util.spec_from_file_location("docs_mint", mint)
+    assert spec is not None and spec.loader is not None
+    minted = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(minted)
+    origin = f"http://127.0.0.1:{server.port}"
+    fetched: list[str] = []
+
+    async def scenario() -> None:
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        async def token(route: Any) -> None:  # the web application's token endpoint
+            fetched.append(minted.connection_token("alice"))
+            await route.fulfill(body=fetched[-1], content_type="text/plain")
+
+        await page.route(f"{origin}/token", token)
+        await page.goto(f"{origin}/")  # the page is written on the server's origin, as if served
+        await page.set_content(EXAMPLES["tutorial-tokens-page"])
+        await page.wait_for_function("document.getElementById('state').textContent === 'open'")
+        await page.wait_for_function("document.getElementById('value').textContent === '0'")
+        await page.click("#plus")
+        await page.wait_for_function("document.getElementById('value').textContent === '1'")
+        await page.close()
+        assert errors == []
+
+    await aio(scenario())
+    assert len(fetched) == 1
+    assert "authenticated as alice" in server.output()
 
 
 def test_production_run_drains_on_sigterm(tmp_path: Path) -> None:
