@@ -60,8 +60,8 @@ RUN = {
     *("tutorial-production-yaml", "tutorial-production-run", "howto-clients-blocking"),
     *("howto-clients-reconnecting", "howto-systemd-unit", "howto-nginx-site"),
     *("howto-haproxy-wsapp", "howto-haproxy-cfg", "howto-redis-workers", "howto-tls-yaml"),
-    *("howto-tls-check", "howto-publish-app", "howto-publish-yaml", "howto-publish-notify"),
-    *("howto-publish-flask", "howto-testing-py"),
+    *("howto-tls-check", "howto-publish-yaml", "howto-publish-notify", "howto-publish-flask"),
+    *("howto-publish-celery", "howto-testing-py"),
 }
 
 
@@ -421,27 +421,39 @@ def test_tls_with_own_certificate(
     assert shown.stdout.startswith("subject=") and "issuer=" in shown.stdout
 
 
-def test_publish_from_flask(tmp_path: Path, twistd: Any) -> None:
-    """A Flask view publishes through notify.py; subscribers get it, clients may not publish."""
-    files = {"publisher.py": "app", "config.yaml": "yaml", "notify.py": "notify", "app.py": "flask"}
+API_KEY = "howto-publish-key-0123456789"
+
+
+def test_publish_from_flask_and_celery(tmp_path: Path, twistd: Any) -> None:
+    """A Flask view and a Celery task publish through the API once per key; clients only read."""
+    files = {"config.yaml": "yaml", "notify.py": "notify", "app.py": "flask", "tasks.py": "celery"}
     for name, example in files.items():
         write(tmp_path, name, EXAMPLES[f"howto-publish-{example}"])
+    write(tmp_path, "api-keys.txt", f"# the publishers' key\n{API_KEY}\n")
     server = twistd("--config", "config.yaml", "--port", "tcp:0:interface=127.0.0.1")
-    notify = (tmp_path / "notify.py").read_text().replace(":8000", f":{server.port}")
-    write(tmp_path, "notify.py", notify)
     reader = websocket.create_connection(server.url("/channels"), timeout=5)
     reader.send(json.dumps({"action": "subscribe", "channel": "news:articles", "id": 1}))
     assert json.loads(reader.recv())["type"] == "subscribed"
-    post = "import app; r = app.app.test_client().post('/articles', json={'title': 'hi'});"
-    done = python(post + "print(r.status_code, r.get_json())", tmp_path)
-    assert done.stdout == "201 {'published': 1}\n"
+    environment = {
+        "WSAPP_API_URL": f"http://127.0.0.1:{server.port}/api/",
+        "WSAPP_API_KEY": API_KEY,
+    }
+    setup = f"import os; os.environ.update({environment!r});"
+    post = "import app; c = app.app.test_client(); article = {'id': 7, 'title': 'hi'};"
+    post += "print([(r.status_code, r.get_json()) for r in (c.post('/articles', json=article),"
+    post += " c.post('/articles', json=article))])"
+    done = python(setup + post, tmp_path)
+    assert done.stdout == "[(201, {'published': 1}), (201, {'published': 1})]\n"
     publication = {"type": "publication", "channel": "news:articles", "offset": 1}
     assert json.loads(reader.recv()) == {**publication, "data": {"title": "hi"}}
+    task = "import tasks; print(tasks.announce.apply(args=(8, 'there')).get())"
+    assert python(setup + task, tmp_path).stdout == "2\n"
+    assert json.loads(reader.recv()) == {**publication, "offset": 2, "data": {"title": "there"}}
     reader.send(json.dumps({"action": "publish", "channel": "news:articles", "data": 1}))
     assert json.loads(reader.recv())["error"] == "permission-denied"
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(server.url("/publish?token=guess"), timeout=5)
-    assert refused.value.status_code == 403
+    refused = f"{setup} import notify; notify.API = notify.wsapp.api.Client(os.environ['WSAPP_API_URL'], 'wrong-key-0123456789');"
+    refused += "\ntry: notify.publish('news:articles', 1)\nexcept notify.wsapp.api.ApiError as e: print(e.status, e.code)"
+    assert python(refused, tmp_path).stdout == "401 unauthorized\n"
 
 
 def test_pytest_twisted_example_passes(tmp_path: Path) -> None:
