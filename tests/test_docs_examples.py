@@ -434,10 +434,8 @@ def test_publish_from_flask_and_celery(tmp_path: Path, twistd: Any) -> None:
     reader = websocket.create_connection(server.url("/channels"), timeout=5)
     reader.send(json.dumps({"action": "subscribe", "channel": "news:articles", "id": 1}))
     assert json.loads(reader.recv())["type"] == "subscribed"
-    environment = {
-        "WSAPP_API_URL": f"http://127.0.0.1:{server.port}/api/",
-        "WSAPP_API_KEY": API_KEY,
-    }
+    api = f"http://127.0.0.1:{server.port}/api/"
+    environment = {"WSAPP_API_URL": api, "WSAPP_API_KEY": API_KEY}
     setup = f"import os; os.environ.update({environment!r});"
     post = "import app; c = app.app.test_client(); article = {'id': 7, 'title': 'hi'};"
     post += "print([(r.status_code, r.get_json()) for r in (c.post('/articles', json=article),"
@@ -451,8 +449,10 @@ def test_publish_from_flask_and_celery(tmp_path: Path, twistd: Any) -> None:
     assert json.loads(reader.recv()) == {**publication, "offset": 2, "data": {"title": "there"}}
     reader.send(json.dumps({"action": "publish", "channel": "news:articles", "data": 1}))
     assert json.loads(reader.recv())["error"] == "permission-denied"
-    refused = f"{setup} import notify; notify.API = notify.wsapp.api.Client(os.environ['WSAPP_API_URL'], 'wrong-key-0123456789');"
-    refused += "\ntry: notify.publish('news:articles', 1)\nexcept notify.wsapp.api.ApiError as e: print(e.status, e.code)"
+    refused = setup + "import notify, wsapp.api; key = 'wrong-key-0123456789';"
+    refused += "notify.API = wsapp.api.Client(os.environ['WSAPP_API_URL'], key)\n"
+    refused += "try: notify.publish('news:articles', 1)\n"
+    refused += "except wsapp.api.ApiError as error: print(error.status, error.code)"
     assert python(refused, tmp_path).stdout == "401 unauthorized\n"
 
 
