@@ -178,7 +178,9 @@ def test_tokens(tmp_path: Path, twistd: Any) -> None:
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
 @pytest_twisted.ensureDeferred
 async def test_tokens_page_authenticates_in_chromium(
-    tmp_path: Path, twistd: Any, browser: Any
+    tmp_path: Path,
+    twistd: Any,
+    browser: Any,  # noqa: F811 (the fixture)
 ) -> None:
     """team.html in Chromium fetches a minted token, authenticates first, and counts as alice."""
     write(tmp_path, "tokens.yaml", EXAMPLES["tutorial-tokens-yaml"])
