@@ -249,6 +249,49 @@ def test_production_run_drains_on_sigterm(tmp_path: Path) -> None:
             subprocess.run(["kill", "-9", str(pid)])
 
 
+NEWS_CONFIG = """port: 8000
+apps:
+  /channels: wsapp.apps.channels:ChannelsProtocol
+channels:
+  namespaces:
+    news: {publish: anyone, history_size: 10}
+"""
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
+@pytest_twisted.ensureDeferred
+async def test_javascript_reference_page_in_chromium(
+    tmp_path: Path,
+    twistd: Any,
+    browser: Any,  # noqa: F811 (the fixture)
+) -> None:
+    """The JavaScript reference's page opens, subscribes, publishes and shows its publication."""
+    example = blocks("reference")["reference-javascript-page"]
+    write(tmp_path, "news.yaml", NEWS_CONFIG)
+    server = twistd("--config", "news.yaml", "--port", "tcp:0:interface=127.0.0.1")
+    listener = websocket.create_connection(server.url("/channels"), timeout=5)
+    listener.send(json.dumps({"action": "subscribe", "channel": "news:today", "id": 1}))
+    assert json.loads(listener.recv())["type"] == "subscribed"
+
+    async def scenario() -> str:
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await page.set_content(example)
+        await page.wait_for_function("document.querySelectorAll('#news li').length === 1")
+        shown = await page.inner_text("#news")
+        assert await page.inner_text("#state") == "open"
+        await page.close()
+        assert errors == []
+        return shown
+
+    assert await aio(scenario()) == "1: hello from the page"
+    publication = {"type": "publication", "channel": "news:today", "offset": 1}
+    assert json.loads(listener.recv()) == {**publication, "data": {"title": "hello from the page"}}
+
+
 # --- how-to guides ---
 
 
