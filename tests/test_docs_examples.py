@@ -9,6 +9,7 @@ ports, paths and waits as each test says.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -29,7 +30,8 @@ import trustme
 import websocket
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import BIN, ROOT, Server, free_port, run_twistd
+from tests.conftest import BIN, ROOT, Server, aio, free_port, run_twistd
+from tests.test_page import CHROMIUM, browser  # noqa: F401 (the fixture)
 
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"^\.\. code-block:: (\S+)\n((?:   :\w+:.*\n)*)\n((?:(?:   .*)?\n)+)", re.M)
@@ -53,12 +55,13 @@ RUN = {
     *("tutorial-serve", "tutorial-counter-client"),
     *("tutorial-shout-py", "tutorial-shout-yaml", "tutorial-shout-serve"),
     *("tutorial-shout-client", "tutorial-channels-yaml", "tutorial-channels-py"),
-    *("tutorial-tokens-py", "tutorial-tokens-yaml", "tutorial-tokens-client"),
+    *("tutorial-tokens-yaml", "tutorial-tokens-mint", "tutorial-tokens-client"),
+    "tutorial-tokens-page",
     *("tutorial-production-yaml", "tutorial-production-run", "howto-clients-blocking"),
     *("howto-clients-reconnecting", "howto-systemd-unit", "howto-nginx-site"),
     *("howto-haproxy-wsapp", "howto-haproxy-cfg", "howto-redis-workers", "howto-tls-yaml"),
-    *("howto-tls-check", "howto-publish-app", "howto-publish-yaml", "howto-publish-notify"),
-    *("howto-publish-flask", "howto-testing-py"),
+    *("howto-tls-check", "howto-publish-yaml", "howto-publish-notify", "howto-publish-flask"),
+    *("howto-publish-celery", "howto-testing-py"),
 }
 
 
@@ -160,13 +163,59 @@ def test_channels_tutorial_prints_what_it_says(tmp_path: Path, twistd: Any) -> N
 
 
 def test_tokens(tmp_path: Path, twistd: Any) -> None:
-    """TeamCounter refuses no token (401) and a wrong one (403), and serves a right one."""
-    write(tmp_path, "tokens.py", EXAMPLES["tutorial-tokens-py"])
+    """try_tokens.py prints what the page says: 401, each permission's answer, refreshed."""
     write(tmp_path, "tokens.yaml", EXAMPLES["tutorial-tokens-yaml"])
+    write(tmp_path, "mint.py", EXAMPLES["tutorial-tokens-mint"])
     server = twistd("--config", "tokens.yaml", "--port", "tcp:0:interface=127.0.0.1")
     code = EXAMPLES["tutorial-tokens-client"].replace(":8000", f":{server.port}")
-    printed = python(code, tmp_path).stdout.splitlines()
-    assert printed == ["401", "403", "{'type': 'state', 'value': 0}"]
+    page = (DOCS / "tutorial/tokens.rst").read_text()
+    printed = re.search(r"It prints::\n\n((?:   .*\n)+)", page)
+    assert printed is not None
+    assert python(code, tmp_path).stdout == re.sub(r"^   ", "", printed.group(1), flags=re.M)
+    assert "?token=REDACTED" in server.output() and "?token=ey" not in server.output()
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
+@pytest_twisted.ensureDeferred
+async def test_tokens_page_authenticates_in_chromium(
+    tmp_path: Path,
+    twistd: Any,
+    browser: Any,  # noqa: F811 (the fixture)
+) -> None:
+    """team.html in Chromium fetches a minted token, authenticates first, and counts as alice."""
+    write(tmp_path, "tokens.yaml", EXAMPLES["tutorial-tokens-yaml"])
+    mint = write(tmp_path, "mint.py", EXAMPLES["tutorial-tokens-mint"])
+    server = twistd("--config", "tokens.yaml", "--port", "tcp:0:interface=127.0.0.1")
+    spec = importlib.util.spec_from_file_location("docs_mint", mint)
+    assert spec is not None and spec.loader is not None
+    minted = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(minted)
+    origin = f"http://127.0.0.1:{server.port}"
+    fetched: list[str] = []
+
+    async def scenario() -> None:
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        async def token(route: Any) -> None:  # the web application's token endpoint
+            fetched.append(minted.connection_token("alice"))
+            await route.fulfill(body=fetched[-1], content_type="text/plain")
+
+        await page.route(f"{origin}/token", token)
+        await page.goto(f"{origin}/")  # the page is written on the server's origin, as if served
+        await page.set_content(EXAMPLES["tutorial-tokens-page"])
+        await page.wait_for_function("document.getElementById('state').textContent === 'open'")
+        await page.wait_for_function("document.getElementById('value').textContent === '0'")
+        await page.click("#plus")
+        await page.wait_for_function("document.getElementById('value').textContent === '1'")
+        await page.close()
+        assert errors == []
+
+    await aio(scenario())
+    assert len(fetched) == 1
+    assert "authenticated as alice" in server.output()
 
 
 def test_production_run_drains_on_sigterm(tmp_path: Path) -> None:
@@ -198,6 +247,49 @@ def test_production_run_drains_on_sigterm(tmp_path: Path) -> None:
     finally:
         if Path(f"/proc/{pid}").exists():
             subprocess.run(["kill", "-9", str(pid)])
+
+
+NEWS_CONFIG = """port: 8000
+apps:
+  /channels: wsapp.apps.channels:ChannelsProtocol
+channels:
+  namespaces:
+    news: {publish: anyone, history_size: 10}
+"""
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
+@pytest_twisted.ensureDeferred
+async def test_javascript_reference_page_in_chromium(
+    tmp_path: Path,
+    twistd: Any,
+    browser: Any,  # noqa: F811 (the fixture)
+) -> None:
+    """The JavaScript reference's page opens, subscribes, publishes and shows its publication."""
+    example = blocks("reference")["reference-javascript-page"]
+    write(tmp_path, "news.yaml", NEWS_CONFIG)
+    server = twistd("--config", "news.yaml", "--port", "tcp:0:interface=127.0.0.1")
+    listener = websocket.create_connection(server.url("/channels"), timeout=5)
+    listener.send(json.dumps({"action": "subscribe", "channel": "news:today", "id": 1}))
+    assert json.loads(listener.recv())["type"] == "subscribed"
+
+    async def scenario() -> str:
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await page.set_content(example)
+        await page.wait_for_function("document.querySelectorAll('#news li').length === 1")
+        shown = await page.inner_text("#news")
+        assert await page.inner_text("#state") == "open"
+        await page.close()
+        assert errors == []
+        return shown
+
+    assert await aio(scenario()) == "1: hello from the page"
+    publication = {"type": "publication", "channel": "news:today", "offset": 1}
+    assert json.loads(listener.recv()) == {**publication, "data": {"title": "hello from the page"}}
 
 
 # --- how-to guides ---
@@ -374,27 +466,39 @@ def test_tls_with_own_certificate(
     assert shown.stdout.startswith("subject=") and "issuer=" in shown.stdout
 
 
-def test_publish_from_flask(tmp_path: Path, twistd: Any) -> None:
-    """A Flask view publishes through notify.py; subscribers get it, clients may not publish."""
-    files = {"publisher.py": "app", "config.yaml": "yaml", "notify.py": "notify", "app.py": "flask"}
+API_KEY = "howto-publish-key-0123456789"
+
+
+def test_publish_from_flask_and_celery(tmp_path: Path, twistd: Any) -> None:
+    """A Flask view and a Celery task publish through the API once per key; clients only read."""
+    files = {"config.yaml": "yaml", "notify.py": "notify", "app.py": "flask", "tasks.py": "celery"}
     for name, example in files.items():
         write(tmp_path, name, EXAMPLES[f"howto-publish-{example}"])
+    write(tmp_path, "api-keys.txt", f"# the publishers' key\n{API_KEY}\n")
     server = twistd("--config", "config.yaml", "--port", "tcp:0:interface=127.0.0.1")
-    notify = (tmp_path / "notify.py").read_text().replace(":8000", f":{server.port}")
-    write(tmp_path, "notify.py", notify)
     reader = websocket.create_connection(server.url("/channels"), timeout=5)
     reader.send(json.dumps({"action": "subscribe", "channel": "news:articles", "id": 1}))
     assert json.loads(reader.recv())["type"] == "subscribed"
-    post = "import app; r = app.app.test_client().post('/articles', json={'title': 'hi'});"
-    done = python(post + "print(r.status_code, r.get_json())", tmp_path)
-    assert done.stdout == "201 {'published': 1}\n"
+    api = f"http://127.0.0.1:{server.port}/api/"
+    environment = {"WSAPP_API_URL": api, "WSAPP_API_KEY": API_KEY}
+    setup = f"import os; os.environ.update({environment!r});"
+    post = "import app; c = app.app.test_client(); article = {'id': 7, 'title': 'hi'};"
+    post += "print([(r.status_code, r.get_json()) for r in (c.post('/articles', json=article),"
+    post += " c.post('/articles', json=article))])"
+    done = python(setup + post, tmp_path)
+    assert done.stdout == "[(201, {'published': 1}), (201, {'published': 1})]\n"
     publication = {"type": "publication", "channel": "news:articles", "offset": 1}
     assert json.loads(reader.recv()) == {**publication, "data": {"title": "hi"}}
+    task = "import tasks; print(tasks.announce.apply(args=(8, 'there')).get())"
+    assert python(setup + task, tmp_path).stdout == "2\n"
+    assert json.loads(reader.recv()) == {**publication, "offset": 2, "data": {"title": "there"}}
     reader.send(json.dumps({"action": "publish", "channel": "news:articles", "data": 1}))
     assert json.loads(reader.recv())["error"] == "permission-denied"
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(server.url("/publish?token=guess"), timeout=5)
-    assert refused.value.status_code == 403
+    refused = setup + "import notify, wsapp.api; key = 'wrong-key-0123456789';"
+    refused += "notify.API = wsapp.api.Client(os.environ['WSAPP_API_URL'], key)\n"
+    refused += "try: notify.publish('news:articles', 1)\n"
+    refused += "except wsapp.api.ApiError as error: print(error.status, error.code)"
+    assert python(refused, tmp_path).stdout == "401 unauthorized\n"
 
 
 def test_pytest_twisted_example_passes(tmp_path: Path) -> None:
