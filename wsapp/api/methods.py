@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..channels import HistoryResult, Position, check_channel_name, namespace_of
+from ..channels import HistoryResult, check_channel_name, namespace_of, position_from
 from ..config import ChannelsConfig, NamespaceConfig
 from ..exceptions import MessageError
 from ..hub import Hub
@@ -54,17 +54,6 @@ def _integer(params: Mapping[str, Any], name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise MessageError(INVALID_ARGUMENT, f"{name!r} must be an integer from {low} to {high}")
     return value
-
-
-def _since(value: object) -> Position:
-    if not isinstance(value, Mapping) or set(value) != {"offset", "epoch"}:
-        raise MessageError(INVALID_ARGUMENT, '\'since\' must be {"offset": N, "epoch": E}')
-    offset, epoch = value["offset"], value["epoch"]
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise MessageError(INVALID_ARGUMENT, "'since.offset' must be an integer of 0 or more")
-    if not isinstance(epoch, str) or len(epoch) > 64:
-        raise MessageError(INVALID_ARGUMENT, "'since.epoch' must be a string")
-    return Position(offset, epoch)
 
 
 def _publications(result: HistoryResult) -> list[dict[str, Any]]:
@@ -178,7 +167,7 @@ class Methods:
         limit = options.history_size
         if "limit" in params:
             limit = _integer(params, "limit", 0, options.history_size)
-        since = _since(params["since"]) if "since" in params else None
+        since = position_from(params["since"]) if "since" in params else None
         result = await self.backend.history(channel, since=since, limit=limit)
         answer = {**result.position.as_dict(), "publications": _publications(result)}
         if since is not None:

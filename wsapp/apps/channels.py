@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..channels import HistoryResult, Position, check_channel_name, namespace_of
+from ..channels import HistoryResult, check_channel_name, namespace_of, position_from
 from ..config import NamespaceConfig
 from ..exceptions import MessageError
 from ..messages import INVALID_ARGUMENT, LIMIT_EXCEEDED, Request, encode
@@ -59,7 +59,8 @@ class ChannelsProtocol(ServerProtocol):
     async def action_subscribe(self, request: Request) -> None:
         channel, options = self._channel(request)
         await self._may(request, "subscribe", channel)
-        since = _since(request.fields.get("since"))
+        given = request.fields.get("since")
+        since = None if given is None else position_from(given)
         if channel in self.subscriptions:
             raise MessageError(INVALID_ARGUMENT, f"already subscribed to {channel!r}")
         namespace = namespace_of(channel)
@@ -121,17 +122,3 @@ class ChannelsProtocol(ServerProtocol):
         present = await self.factory.hub.backend.presence(channel)
         clients = [{"client": client, "info": info} for client, info in present.items()]
         return {"type": "presence", "channel": channel, "clients": clients}
-
-
-def _since(value: object) -> Position | None:
-    """The ``since`` of a subscribe request, or None; anything malformed is refused."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or set(value) != {"offset", "epoch"}:
-        raise MessageError(INVALID_ARGUMENT, '\'since\' must be {"offset": N, "epoch": E}')
-    offset, epoch = value["offset"], value["epoch"]
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise MessageError(INVALID_ARGUMENT, "'since.offset' must be an integer of 0 or more")
-    if not isinstance(epoch, str) or len(epoch) > 64:
-        raise MessageError(INVALID_ARGUMENT, "'since.epoch' must be a string")
-    return Position(offset, epoch)
