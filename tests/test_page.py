@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -35,25 +36,34 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """A headless Chromium for one test."""
+@contextmanager
+def chromium(*flags: str) -> Iterator[Browser]:
+    """A headless Chromium (Debian's) with ``CHROMIUM_FLAGS`` and ``flags``, closed after."""
 
     async def launch() -> tuple[Any, Browser]:
         driver = await async_playwright().start()
         launched = await driver.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=TIMEOUT * 1000
+            executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags], timeout=TIMEOUT * 1000
         )
         return driver, launched
 
     driver, launched = pytest_twisted.blockon(aio(launch()))
-    yield launched
+    try:
+        yield launched
+    finally:
 
-    async def close() -> None:
-        await launched.close()
-        await driver.stop()
+        async def close() -> None:
+            await launched.close()
+            await driver.stop()
 
-    pytest_twisted.blockon(aio(close()))
+        pytest_twisted.blockon(aio(close()))
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for one test."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
