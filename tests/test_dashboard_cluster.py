@@ -22,8 +22,9 @@ from tests.conftest import RedisServer, Twistd, aio, sleep, until
 from tests.test_api import KEY as API_KEY
 from tests.test_api import post
 from tests.test_page import CHROMIUM, TIMEOUT, browser  # noqa: F401 (the fixture)
+from wsapp.config import from_mapping
 
-pytestmark = pytest.mark.skipif(
+needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
 )
 KEY = "dashboard-cluster-key"
@@ -112,6 +113,7 @@ async def connected(*processes: Twistd) -> None:
         await until(lambda p=process: "Connected to redis" in p.output(), what="Redis")
 
 
+@needs_redis
 @pytest_twisted.ensureDeferred
 async def test_each_process_shows_every_process_and_a_killed_one_drops_out(
     redis_server: RedisServer, tmp_path: Path
@@ -172,6 +174,7 @@ SECTIONS = """() => {
 }"""
 
 
+@needs_redis
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
 @pytest_twisted.ensureDeferred
 async def test_the_page_shows_a_section_per_process_with_its_rates(
@@ -203,3 +206,31 @@ async def test_the_page_shows_a_section_per_process_with_its_rates(
             )
         )
         assert await aio(page.locator("#totals").is_hidden())
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_process_on_memory_shows_itself_and_names_a_bad_after(
+    start_server: Any,
+) -> None:
+    """On memory: the data holds this process alone, sampled unpolled; info lists one node."""
+    config = from_mapping({"dashboard": {"key": KEY}, "api": {"keys": [API_KEY]}}, "test")
+    server = start_server(config)
+    await until(lambda: server.service.sampler.seq >= 2, what="two samples, nobody polling")
+    report = await data(server.port)
+    mine = report["process"]
+    assert list(report["processes"]) == [mine] and not report["partial"]
+    assert [s["seq"] for s in report["processes"][mine]["samples"]][:2] == [1, 2]
+    assert report["totals"]["processes"] == 1
+    assert (await data(server.port, f"?after={mine}:1"))["processes"][mine]["samples"][0][
+        "seq"
+    ] == 2
+    assert (await data(server.port, "?after=other:5"))["processes"][mine]["samples"][0]["seq"] == 1
+    for query in ("?after=x", f"?after={mine}:y"):
+        response = await treq.get(
+            f"http://127.0.0.1:{server.port}/dashboard/data{query}",
+            headers={"authorization": [f"Bearer {KEY}"]},
+        )
+        assert response.code == 400
+        assert "'after' must be an integer or PROCESS:INTEGER" in await response.text()
+    status, info = await post(server.port, "info")
+    assert status == 200 and [node["node"] for node in info["nodes"]] == [mine]
