@@ -216,8 +216,12 @@ def mount_operations(
     metrics: Metrics,
     *,
     source: str = "config",
-) -> None:
-    """Serve the pages, files, dashboard, ``/health`` and ``/metrics`` beside the apps."""
+    reactor: Any = None,
+) -> Sampler | None:
+    """
+    Serve the pages, files, dashboard, ``/health`` and ``/metrics`` beside the apps; return
+    the dashboard's sampler (a service for the caller to start), None without the dashboard.
+    """
     for path in server.factories:
         top = path.strip("/").split("/")[0]
         if top in RESERVED:
@@ -232,14 +236,17 @@ def mount_operations(
         root.putChild(page.encode(), cast(IResource, resource))
     for url, name, content_type in STATIC:
         _put(root, url, StaticResource(_read(name), content_type))
+    sampler = None
     if dashboard_key:
         hub = next((factory.hub for factory in factories.values()), None)
         dashboard = _DashboardPage("dashboard.html")
-        data = DashboardData(Sampler(metrics, hub), dashboard_key)
+        sampler = Sampler(metrics, hub, backend=server.backend, reactor=reactor)
+        data = DashboardData(sampler, dashboard_key)
         dashboard.putChild(b"data", cast(IResource, data))
         root.putChild(b"dashboard", cast(IResource, dashboard))
     root.putChild(b"health", cast(IResource, HealthResource(server)))
     root.putChild(b"metrics", metrics_resource(metrics))
+    return sampler
 
 
 def _put(root: Resource, url: str, resource: Resource) -> None:

@@ -164,7 +164,12 @@ class ServerService(MultiService):
             backend=self.backend,
             identity=self.identity,
         )
-        mount_operations(self.site.resource, self, self.metrics, source=source)
+        #: The dashboard's sampler (a child service); None while no dashboard.key is set.
+        self.sampler = mount_operations(
+            self.site.resource, self, self.metrics, source=source, reactor=reactor
+        )
+        if self.sampler is not None:
+            self.sampler.setServiceParent(self)
         self.metrics.backend = self.backend
         #: The HTTP API (:mod:`wsapp.api`); None while no key is configured.
         self.api = build_api(

@@ -95,7 +95,8 @@ class Cluster(Service):
 
     async def reports(self) -> list[dict[str, Any]]:
         """Every live process's report, this one's as it is now, sorted by node."""
-        found = {report.get("node"): report for report in await self.hub.backend.nodes()}
+        reports = await self.hub.backend.nodes()  # the dashboard's samples have no "node"
+        found = {report["node"]: report for report in reports if "node" in report}
         found[self.node] = self.report()
         return [found[node] for node in sorted(found, key=str)]
 
