@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wsapp.bench.__main__ import MODES, for_server, workloads
+from wsapp.bench.channels import CONFIGURATIONS as CHANNEL_CONFIGURATIONS
 from wsapp.bench.scaleout import CONFIGURATIONS, RATIOS
 from wsapp.bench.servers import SERVERS
 
@@ -30,8 +31,11 @@ def test_smoke_run_reports_every_server_and_workload(tmp_path: Path) -> None:
     assert (
         "scale-out: counter broadcast to 20 clients, the least disturbed of 1 run(s)" in run.stdout
     )
+    assert "channels: 20 channels with 1 subscriber each" in run.stdout
+    assert "history 100 / history 0" in run.stdout
     report = json.loads(output.read_text())
     check_scaleout(report["scaleout"])
+    check_channels(report["channels"])
     assert set(report["results"]) == set(SERVERS)
     for server, per_workload in report["results"].items():
         assert set(per_workload) == set(WORKLOADS), server
@@ -75,3 +79,22 @@ def check_scaleout(scaleout: dict[str, Any]) -> None:
         for key in ("ratios", "ratios_of_medians"):
             assert set(scaleout[key][mode]) == {name for name, _, _, _ in RATIOS}
             assert all(ratio > 0 for ratio in scaleout[key][mode].values())
+
+
+def check_channels(channels: dict[str, Any]) -> None:
+    """Every channels configuration ran both loads, each publication reached every subscriber."""
+    assert set(channels["results"]) == {name for name, _, _ in CHANNEL_CONFIGURATIONS}
+    for name, backend, _ in CHANNEL_CONFIGURATIONS:
+        result = channels["results"][name]
+        assert "error" not in result, (name, result)
+        assert result["memory"]["subscriptions"] == 20
+        for part, subscribers, channel_count in [("many", 1, 20), ("one", 10, 1)]:
+            load = result[part]
+            assert load["channels"] == channel_count, (name, part)
+            assert load["publishes"] > 0, (name, part)
+            assert load["delivered"] == load["publishes"] * subscribers, (name, part)
+            assert load["latency_p99_ms"] >= load["latency_median_ms"] > 0, (name, part)
+            if backend == "memory":
+                assert load["redis_cpu_us_per_message"] == 0, (name, part)
+    for ratio in channels["history_ratios"].values():
+        assert ratio["of_medians"] > 0 and len(ratio["per_turn"]) == 1

@@ -70,8 +70,9 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
         (
             "prot: 80",
             "prot",
-            "unknown key (expected one of: apps, auth, backend, channels, compression, limits, "
-            "origins, port, server_header, shutdown, state_file, state_interval, tls)",
+            "unknown key (expected one of: api, apps, auth, backend, channels, compression, "
+            "dashboard, limits, origins, port, proxy, server_header, shutdown, state_file, "
+            "state_interval, tls)",
         ),
         ("port: [80]", "port", "expected a port number or endpoint string, got a list"),
         ("port: 70000", "port", "port 70000 is out of range (0-65535)"),

@@ -142,8 +142,10 @@ PROTOCOL_ATTRIBUTES = [
     "maxMessagePayloadSize",
     "wasMaxMessagePayloadSizeExceeded",
 ]
-#: Attributes of Twisted's TCP transport that write_now reads.
+#: Attributes of Twisted's TCP transport that write_now reads (and the slow-consumer gate:
+#: it replaces ``_isSendBufferFull``, which ``_maybePauseProducer`` calls).
 TRANSPORT_ATTRIBUTES = [
+    "_isSendBufferFull",
     "socket",
     "connected",
     "disconnecting",

@@ -79,9 +79,9 @@ def logged() -> Iterator[list[str]]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_root_serves_the_counter_page_without_external_assets(server: Server) -> None:
-    """GET / is the counter page, connecting to /counter, with nothing loaded from elsewhere."""
-    code, body, headers = await get(server, "/")
+async def test_the_counter_page_has_no_external_assets(server: Server) -> None:
+    """GET /counter.html is the counter page, connecting to /counter, loading nothing else."""
+    code, body, headers = await get(server, "/counter.html")
     page = body.decode()
     assert code == 200
     assert headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
@@ -97,9 +97,9 @@ async def test_page_follows_the_counter_wherever_it_is_mounted(start_server: Any
     moved = start_server(
         Config(apps={"/apps/tally": AppConfig("wsapp.apps.counter:CounterProtocol")})
     )
-    assert b'data-counter-path="/apps/tally"' in (await get(moved, "/"))[1]
+    assert b'data-counter-path="/apps/tally"' in (await get(moved, "/counter.html"))[1]
     without = start_server(Config(apps={"/echo": AppConfig("wsapp.apps.echo:EchoProtocol")}))
-    code, body, _ = await get(without, "/")
+    code, body, _ = await get(without, "/counter.html")
     assert code == 200 and b'data-counter-path=""' in body
 
 
@@ -232,11 +232,13 @@ async def test_each_handshake_is_logged(server: Server, logged: list[str]) -> No
 
 
 def test_installed_twistd_serves_page_health_and_metrics(twistd: Any) -> None:
-    """The installed package's ``twistd wsapp`` serves /, /health and /metrics on its one port."""
+    """The installed package's ``twistd wsapp`` serves its pages, /health and /metrics."""
     server: Twistd = twistd("--port", "tcp:0:interface=127.0.0.1")
     base = f"http://127.0.0.1:{server.port}"
-    with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+    with urllib.request.urlopen(f"{base}/counter.html", timeout=10) as response:
         assert b'data-counter-path="/counter"' in response.read()
+    with urllib.request.urlopen(f"{base}/wsapp.js", timeout=10) as response:
+        assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     with urllib.request.urlopen(f"{base}/health", timeout=10) as response:
         assert json.loads(response.read())["status"] == "ok"
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -35,25 +36,34 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """A headless Chromium for one test."""
+@contextmanager
+def chromium(*flags: str) -> Iterator[Browser]:
+    """A headless Chromium (Debian's) with ``CHROMIUM_FLAGS`` and ``flags``, closed after."""
 
     async def launch() -> tuple[Any, Browser]:
         driver = await async_playwright().start()
         launched = await driver.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=TIMEOUT * 1000
+            executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags], timeout=TIMEOUT * 1000
         )
         return driver, launched
 
     driver, launched = pytest_twisted.blockon(aio(launch()))
-    yield launched
+    try:
+        yield launched
+    finally:
 
-    async def close() -> None:
-        await launched.close()
-        await driver.stop()
+        async def close() -> None:
+            await launched.close()
+            await driver.stop()
 
-    pytest_twisted.blockon(aio(close()))
+        pytest_twisted.blockon(aio(close()))
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for one test."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -104,6 +114,27 @@ async def screenshot(page: Page, name: str) -> None:
     await page.screenshot(path=folder / name)
 
 
+async def counts_down(page: Page) -> None:
+    """Wait until the reconnect countdown goes down with the clock, three readings in a row."""
+    await page.wait_for_function(
+        """() => {
+            const seen = (window.countdownSeen ||= { readings: [] });
+            const text = document.querySelector(".connection").textContent;
+            const found = text.match(/reconnecting in (\\d+\\.\\d) s/);
+            if (!found) return !(seen.readings = []);
+            seen.readings.push([performance.now() / 1000, Number(found[1])]);
+            const last = seen.readings.slice(-3);
+            return last.length === 3 && last.slice(1).every(([time, value], index) => {
+                const [before, shown] = last[index];
+                const drop = shown - value;
+                return drop > 0 && Math.abs(drop - (time - before)) < 0.25;
+            });
+        }""",
+        polling=150,
+        timeout=TIMEOUT * 1000,
+    )
+
+
 @pytest_twisted.ensureDeferred
 async def test_two_pages_share_the_counter_and_survive_a_restart(
     browser: Browser, servers: list[ServerService]
@@ -112,7 +143,7 @@ async def test_two_pages_share_the_counter_and_survive_a_restart(
     service = start(servers)
     assert service.port is not None
     port = service.port.getHost().port
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/counter.html"
     first = await aio(open_page(browser, url))
     second = await aio(open_page(browser, url))
     for page in (first, second):
@@ -133,6 +164,7 @@ async def test_two_pages_share_the_counter_and_survive_a_restart(
     )
     assert await aio(first.locator(".plus").is_disabled())
     await aio(screenshot(first, "counter-reconnecting.png"))
+    await aio(counts_down(first))
 
     restarted = start(servers, port)
     restarted.factories["/counter"].hub.backend.integers["/counter"] = 42

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
+from twisted.internet.abstract import FileDescriptor
 
 from tests.conftest import RecordingClient, Server, aio, connect, sleep
 from tests.rawws import server_frames, upgrade_request
@@ -146,4 +147,22 @@ async def test_close_policy_closes_non_reader(start_server: Any) -> None:
     await until(lambda: all(len(r.values) > value for r in readers), timeout=30)
     for client in readers:
         assert client.values == list(range(value + 1))
+    writer.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_high_mark_leaves_reads_alone_and_still_pauses_past_it(start_server: Any) -> None:
+    """A 4 MiB mark keeps Twisted's read size; the gate pauses once 4 MiB are queued."""
+    mark = 4 << 20
+    server = start_server(Config(limits=LimitsConfig(high_water_mark=mark, rate=0)))
+    _, writer, port = await aio(open_non_reader(server.port))
+    slow = server_side(server, port)
+    assert socket_transport(slow.transport).bufferSize == FileDescriptor.bufferSize
+    factory = server.factory("/counter")
+    sent = 0
+    while not slow.gate.paused and sent < 4 * mark // len(PAD):
+        factory.broadcast({"type": "state", "value": sent, "pad": PAD})
+        sent += 1
+    assert slow.gate.paused
+    assert mark < pending_bytes(slow) <= mark + len(PAD) + 100
     writer.close()

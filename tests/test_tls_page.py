@@ -14,10 +14,10 @@ import pytest_twisted
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from tests.conftest import aio
-from tests.test_page import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT, open_page, shows
+from tests.test_page import CHROMIUM, chromium, open_page, shows
 from wsapp.config import Config, TlsConfig
 
 pytestmark = pytest.mark.skipif(
@@ -41,23 +41,8 @@ def issued(tmp_path: Path) -> tuple[Config, str]:
 @pytest.fixture
 def pinned_browser(issued: tuple[Config, str]) -> Iterator[Browser]:
     """A headless Chromium accepting exactly the issued certificate's key, nothing else."""
-
-    async def launch() -> tuple[Any, Browser]:
-        driver = await async_playwright().start()
-        flags = [*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={issued[1]}"]
-        launched = await driver.chromium.launch(
-            executable_path=CHROMIUM, args=flags, timeout=TIMEOUT * 1000
-        )
-        return driver, launched
-
-    driver, launched = pytest_twisted.blockon(aio(launch()))
-    yield launched
-
-    async def close() -> None:
-        await launched.close()
-        await driver.stop()
-
-    pytest_twisted.blockon(aio(close()))
+    with chromium(f"--ignore-certificate-errors-spki-list={issued[1]}") as launched:
+        yield launched
 
 
 @pytest_twisted.ensureDeferred
@@ -66,7 +51,7 @@ async def test_counter_page_over_https_and_wss(
 ) -> None:
     """Chromium loads the page over https (ALPN offered), connects over wss and counts."""
     server = start_server(issued[0])
-    page = await aio(open_page(pinned_browser, f"https://127.0.0.1:{server.port}/"))
+    page = await aio(open_page(pinned_browser, f"https://127.0.0.1:{server.port}/counter.html"))
     await aio(shows(page, "0", "1 user online"))
     await aio(page.click(".plus"))
     await aio(shows(page, "1", "1 user online"))

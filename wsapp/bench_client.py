@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+__all__ = ["main"]
+
 SERVER = """
 import sys
 from dataclasses import replace

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "Publication",
     "check_channel_name",
     "namespace_of",
+    "position_from",
     "recover",
 ]
 
@@ -105,6 +106,21 @@ def check_channel_name(name: object, max_length: int = MAX_NAME_LENGTH) -> str:
                 INVALID_ARGUMENT, "'channel' must not contain spaces or control characters"
             )
     return name
+
+
+def position_from(value: object) -> Position:
+    """
+    Read a client's ``{"offset": N, "epoch": E}`` (a ``since``), or raise
+    ``invalid-argument`` saying what is wrong with it.
+    """
+    if not isinstance(value, Mapping) or set(value) != {"offset", "epoch"}:
+        raise MessageError(INVALID_ARGUMENT, '\'since\' must be {"offset": N, "epoch": E}')
+    offset, epoch = value["offset"], value["epoch"]
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise MessageError(INVALID_ARGUMENT, "'since.offset' must be an integer of 0 or more")
+    if not isinstance(epoch, str) or len(epoch) > 64:
+        raise MessageError(INVALID_ARGUMENT, "'since.epoch' must be a string")
+    return Position(offset, epoch)
 
 
 def namespace_of(channel: str) -> str:

@@ -13,13 +13,28 @@ All of them derive from :class:`WsappError`::
         ├── ConnectError   no connection: refused, unreachable, TLS failure, handshake timeout
         │   └── HandshakeRefusedError   the server answered the upgrade with an HTTP status
         ├── ConnectionClosedError       the connection is closed (or closed while waiting)
-        └── ClientTimeoutError          no message or reply arrived in time
+        ├── ClientTimeoutError          no message or reply arrived in time
+        └── ApiError       the HTTP API answered with an error status
 
 The client errors also derive from the matching built-in (:class:`ConnectionError`,
 :class:`TimeoutError`), so code that catches those keeps working.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "ClientError",
+    "ClientTimeoutError",
+    "ConfigError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "HandshakeRefusedError",
+    "MessageError",
+    "StateError",
+    "StateFileError",
+    "WsappError",
+]
 
 
 class WsappError(Exception):
@@ -99,3 +114,16 @@ class ConnectionClosedError(ClientError, ConnectionError):
 
 class ClientTimeoutError(ClientError, TimeoutError):
     """Nothing arrived within the timeout given to ``recv`` or ``request``."""
+
+
+class ApiError(ClientError):
+    """
+    The HTTP API refused a call: HTTP ``status``, the API's error ``code`` (such as
+    ``invalid-argument``, ``unauthorized``, ``backend-unavailable``) and its ``detail``.
+    """
+
+    def __init__(self, status: int, code: str, detail: str = "") -> None:
+        super().__init__(f"HTTP {status} {code}{f': {detail}' if detail else ''}")
+        self.status = status
+        self.code = code
+        self.detail = detail

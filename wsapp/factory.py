@@ -24,7 +24,8 @@ from .config import AppConfig, ChannelsConfig, CompressionConfig, NamespaceConfi
 from .exceptions import MessageError
 from .guard import Guard
 from .hub import Hub
-from .messages import UNKNOWN_NAMESPACE, encode
+from .identity import TokenError
+from .messages import PERMISSION_DENIED, UNKNOWN_NAMESPACE, encode
 from .metrics import AppMetrics
 from .state import Registry
 
@@ -120,6 +121,30 @@ class ServerFactory(WebSocketServerFactory):
                 raise MessageError(UNKNOWN_NAMESPACE, f"no namespace {namespace!r}")
             return config.default
         return options
+
+    async def check_permission(
+        self, connection: Any, what: str, channel: str, token: object = None
+    ) -> None:
+        """
+        Raise ``permission-denied`` unless ``connection`` may ``what`` (``subscribe`` or
+        ``publish``) ``channel``, as its namespace says: ``anyone``, ``authenticated`` (a
+        user), ``capability`` (a user whose token's ``channels`` match it, or a channel
+        token) or ``token`` (a channel token ``token`` for this channel and user).
+        """
+        rule = getattr(self.channel_options(channel), what)
+        user = connection.user
+        if rule == "anyone" or (rule == "authenticated" and user is not None):
+            return
+        if rule == "capability" and user is not None and user.may_use(channel):
+            return
+        refusal = f"you may not {what} to {channel!r}"
+        if rule in ("capability", "token") and what == "subscribe" and token is not None:
+            try:
+                await self.guard.identity.channel_claims(token, user, channel)
+            except TokenError as error:
+                raise MessageError(PERMISSION_DENIED, f"{refusal}: {error}") from None
+            return
+        raise MessageError(PERMISSION_DENIED, refusal)
 
     def publish(self, channel: str, data: Any, *, exclude: Any = None) -> Deferred[Position]:
         """

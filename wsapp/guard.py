@@ -1,8 +1,9 @@
 """
 What keeps a public endpoint serving: handshake checks, slow-consumer handling, deadlines.
 
-- :class:`Guard` decides at the opening handshake (origin, token, connection limits), before
-  any state changes, and holds the limits each connection of an app applies.
+- :class:`Guard` decides at the opening handshake (origin, the client's real address behind
+  trusted proxies, token and user, connection limits), before any state changes, and holds
+  the limits each connection of an app applies.
 - :class:`SendGate` is the streaming producer a connection registers with its transport:
   Twisted pauses it when the bytes queued to the client pass the high-water mark, and
   resumes it once they are written.
@@ -17,20 +18,32 @@ import re
 from collections.abc import Iterable
 from fnmatch import translate
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request, Site, version
 from zope.interface import implementer
 
 from .config import Config, LimitsConfig
+from .identity import Identity, TokenError, User
 from .limits import ConnectionLimiter
+from .proxy import TrustedProxies
 
 #: A wsapp server protocol (:class:`wsapp.server.ServerProtocol`), which imports this module.
 ServerProtocol = Any
 
-__all__ = ["Guard", "HandshakeSite", "SendGate", "bearer_token", "socket_transport"]
+__all__ = [
+    "Guard",
+    "HandshakeSite",
+    "SendGate",
+    "bearer_token",
+    "redacted_target",
+    "socket_transport",
+]
 
 log = Logger()
 
@@ -48,8 +61,12 @@ class Guard:
         app: str = "",
         app_limit: int = 0,
         limiter: ConnectionLimiter | None = None,
+        identity: Identity | None = None,
     ) -> None:
         config = config or Config()
+        #: Tokens, users and revocation, shared by the server's apps.
+        self.identity = identity or Identity(config.auth)
+        self.proxies = TrustedProxies(config.proxy.trusted)
         self.limits: LimitsConfig = config.limits
         self.app = app
         self.app_limit = app_limit
@@ -68,32 +85,66 @@ class Guard:
         return origin is None or self.origins is None or bool(self.origins.fullmatch(origin))
 
     def token_valid(self, token: str | None) -> bool:
-        """Whether ``token`` is one of the configured tokens (any token when none are)."""
-        if not self.tokens:
+        """
+        Whether ``token`` is one of the configured tokens (any token when none are, or when
+        connection tokens are JWTs, which :meth:`ServerProtocol.authenticate` checks).
+        """
+        if not self.tokens or self.identity.verifier is not None:
             return True
         return token is not None and any(
             hmac.compare_digest(token.encode(), known.encode()) for known in self.tokens
         )
 
-    def admit(self, protocol: ServerProtocol, request: ConnectionRequest) -> None:
-        """Check a handshake; raise :class:`ConnectionDeny` (nothing counted) to refuse it."""
+    def admit(self, protocol: ServerProtocol, request: ConnectionRequest) -> Deferred[None] | None:
+        """
+        Check a handshake and find its user; raise (or fail the returned Deferred with)
+        :class:`ConnectionDeny`, nothing counted, to refuse it.
+        """
         if "content-length" in request.headers or "transfer-encoding" in request.headers:
             raise ConnectionDeny(400, "an upgrade request has no body")
         if self.draining:
             raise ConnectionDeny(503, "server shutting down")
+        peer = _address(protocol)
+        client = self.proxies.client_address(peer, request.headers)
+        if client != peer:
+            protocol.client_address = client
+            protocol.peer = f"{client} via {protocol.peer}"
         if not self.origin_allowed(request.headers.get("origin")):
-            log.info("{peer}: origin {origin!r} refused", peer=request.peer, origin=request.origin)
+            log.info("{peer}: origin {origin!r} refused", peer=protocol.peer, origin=request.origin)
             raise ConnectionDeny(403, "origin not allowed")
         token = bearer_token(request)
         if not protocol.authorize(request, token):
-            log.info("{peer}: authorization refused", peer=request.peer)
+            log.info("{peer}: authorization refused", peer=protocol.peer)
             if token is None:
                 raise ConnectionDeny(401, "authorization required")
             raise ConnectionDeny(403, "authorization refused")
+        try:
+            found = protocol.authenticate(request)
+        except TokenError as error:
+            self._refuse_token(Failure(error), protocol)
+        if isinstance(found, Deferred):
+            found.addErrback(self._refuse_token, protocol)
+            return found.addCallback(self._identified, protocol)
+        self._identified(found, protocol)
+        return None
+
+    def _refuse_token(self, failure: Failure, protocol: ServerProtocol) -> None:
+        failure.trap(TokenError)
+        log.info("{peer}: token refused: {why}", peer=protocol.peer, why=failure.getErrorMessage())
+        raise ConnectionDeny(401, failure.getErrorMessage())
+
+    def _identified(self, user: User | None, protocol: ServerProtocol) -> None:
+        if protocol.state == protocol.STATE_CLOSED:
+            raise ConnectionDeny(400, "connection lost during the handshake")
+        if user is not None and not isinstance(user, User):
+            raise TypeError(f"authenticate() returned {user!r}, not a wsapp.identity.User")
         refusal = self.limiter.admit(self.app, self.app_limit, _address(protocol))
         if refusal is not None:
-            log.warn("{peer}: refused: {reason}", peer=request.peer, reason=refusal.reason)
+            log.warn("{peer}: refused: {reason}", peer=protocol.peer, reason=refusal.reason)
             raise ConnectionDeny(refusal.status, refusal.reason)
+        protocol._admitted = True
+        protocol.user = user
+        protocol.awaiting_authentication = user is None and self.identity.requires_user
 
     def release(self, protocol: ServerProtocol) -> None:
         """Forget a connection that :meth:`admit` let in."""
@@ -101,6 +152,9 @@ class Guard:
 
 
 def _address(protocol: ServerProtocol) -> str:
+    """The client's address: from trusted proxies' headers, or the transport's peer."""
+    if protocol.client_address:
+        return str(protocol.client_address)
     transport: Any = protocol.transport
     return str(getattr(transport.getPeer(), "host", protocol.peer))
 
@@ -119,11 +173,31 @@ def bearer_token(request: ConnectionRequest) -> str | None:
     return str(values[0]) if values else None
 
 
+def redacted_target(path: str, query: str) -> str:
+    """``path?query`` with the value of every ``token`` parameter replaced by ``REDACTED``."""
+    if not query:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    shown = [(name, "REDACTED" if name == "token" else value) for name, value in pairs]
+    return f"{path}?{urlencode(shown, safe='/:,')}"
+
+
 def socket_transport(transport: Any) -> Any:
     """The TCP transport under ``transport`` (which may be TLS wrapped around it)."""
     while not hasattr(transport, "bufferSize") and getattr(transport, "transport", None):
         transport = transport.transport
     return transport
+
+
+def _pause_past(transport: Any, mark: int) -> None:
+    """
+    Make ``transport`` pause its producer once more than ``mark`` bytes are queued.
+
+    Twisted compares the queue with ``bufferSize``, which is also the size of every
+    ``recv``: raising that to the mark (MiBs) made every read allocate as much. Only the
+    queue's comparison is replaced, for this one transport.
+    """
+    transport._isSendBufferFull = lambda: len(transport.dataBuffer) + transport._tempDataLen > mark
 
 
 @implementer(IPushProducer)
@@ -152,7 +226,7 @@ class SendGate:
         if getattr(transport, "producer", None) or getattr(transport, "_producer", None):
             transport.unregisterProducer()
         transport.registerProducer(self, True)
-        socket_transport(transport).bufferSize = high_water_mark
+        _pause_past(socket_transport(transport), high_water_mark)
 
     def pauseProducing(self) -> None:
         if self.paused:

@@ -105,14 +105,16 @@ class Hub:
         it before any later publication reaches ``member``.
         """
         entry = self.channels.get(channel)
+        fresh = entry is None
         if entry is None:
             entry = self.channels[channel] = _Channel()
-            self._subscribe_backend(channel, entry)
         entry.joining[member] = []
         try:
             if not entry.subscribed:
                 waiting: Deferred[None] = Deferred()
                 entry.waiting.append(waiting)
+                if fresh:  # after waiting is listed: a backend may fail at once
+                    self._subscribe_backend(channel, entry)
                 await waiting
             result = await self.backend.history(channel, since=since, limit=latest)
         except BaseException:
@@ -120,6 +122,7 @@ class Hub:
             self._drop_if_empty(channel, entry)
             raise
         if member not in entry.joining:  # unsubscribed (or closed) meanwhile
+            self._drop_if_empty(channel, entry)
             return result
         self._run(channel, entry, entry.feed.start(result.position))
         held = entry.joining.pop(member)

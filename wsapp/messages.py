@@ -30,8 +30,10 @@ __all__ = [
     "INVALID_ARGUMENT",
     "INVALID_JSON",
     "INVALID_REQUEST",
+    "INVALID_TOKEN",
     "INVALID_UTF8",
     "LIMIT_EXCEEDED",
+    "NOT_AUTHENTICATED",
     "OUT_OF_RANGE",
     "PERMISSION_DENIED",
     "RATE_LIMITED",
@@ -57,6 +59,10 @@ RATE_LIMITED = "rate-limited"
 PERMISSION_DENIED = "permission-denied"
 UNKNOWN_NAMESPACE = "unknown-namespace"
 LIMIT_EXCEEDED = "limit-exceeded"
+#: A connection token (authenticate, refresh) was refused.
+INVALID_TOKEN = "invalid-token"
+#: A connection that must authenticate sent another request first.
+NOT_AUTHENTICATED = "not-authenticated"
 
 _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

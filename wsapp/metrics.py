@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
 
-__all__ = ["AppMetrics", "Metrics", "deflate_octets", "metrics_resource"]
+__all__ = ["ApiMetrics", "AppMetrics", "Metrics", "deflate_octets", "metrics_resource"]
 
 
 class Served(Protocol):
@@ -82,11 +82,27 @@ def deflate_octets(protocol: Any) -> tuple[int, int, int, int] | None:
     )
 
 
+class ApiMetrics:
+    """What the HTTP API counts: calls by method and HTTP status."""
+
+    def __init__(self) -> None:
+        #: Calls by (method, status); unknown method names count as ``unknown``.
+        self.requests: dict[tuple[str, int], int] = {}
+
+    def count(self, method: str, status: int) -> None:
+        """Count one call of ``method`` answered with ``status``."""
+        key = (method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+
 class Metrics(Collector):
     """Every app's metrics, collected into :attr:`registry` (not the global default)."""
 
     def __init__(self) -> None:
         self.apps: dict[str, AppMetrics] = {}
+        self.api = ApiMetrics()
+        #: The backend, whose ``malformed`` count (if it keeps one) is exported.
+        self.backend: Any = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -145,6 +161,24 @@ class Metrics(Collector):
         for path, app in list(self.apps.items()):
             _add_app(families, path, app)
         yield from families.values()
+        yield from self._collect_server()
+
+    def _collect_server(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "wsapp_api_requests",
+            "HTTP API calls, by method and status",
+            labels=["method", "status"],
+        )
+        for (method, status), count in dict(self.api.requests).items():
+            requests.add_metric([method, str(status)], count)
+        yield requests
+        malformed = getattr(self.backend, "malformed", None)
+        if malformed is not None:
+            yield CounterMetricFamily(
+                "wsapp_backend_malformed_messages",
+                "Messages on wsapp's pub/sub channels that were not frames (ignored)",
+                value=malformed,
+            )
 
 
 def _add_app(families: dict[str, Any], path: str, app: AppMetrics) -> None:

@@ -9,10 +9,19 @@ sender only, and the connection stays open. A connection listens to channels wit
 :meth:`~ServerProtocol.subscribe`; any code publishes with
 :meth:`ServerFactory.publish`, on every process sharing the backend.
 
-The checks of a public endpoint (origin, token, connection limits at the handshake; the
-request rate and the closing state for every message) run in methods apps do not
-override, so an app that overrides ``onConnect``, ``onOpen``, ``onMessage`` or ``onClose``
-without calling ``super()`` opens no hole.
+The checks of a public endpoint (origin, token and user, connection limits at the
+handshake; the request rate and the closing state for every message) run in methods apps
+do not override, so an app that overrides ``onConnect``, ``onOpen``, ``onMessage`` or
+``onClose`` without calling ``super()`` opens no hole.
+
+Every connection has a ``user`` (:class:`~wsapp.identity.User`, or None for anonymous) from
+:meth:`ServerProtocol.authenticate`. With ``auth.jwt`` a connection that brought no token
+(a browser cannot set headers on a WebSocket) must first send ``{"action":
+"authenticate", "token": T}`` (→ ``{"type": "authenticated", "user": ID, "expires": EXP}``);
+until then it is not in the registry, the app's ``onOpen`` has not run, and other requests
+get ``not-authenticated``. ``{"action": "refresh", "token": T}`` replaces the token before
+it expires (→ ``{"type": "refreshed", "expires": EXP}``); the close codes are those of
+:mod:`wsapp.identity`.
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ from .channels import HistoryResult, Position
 from .compression import apply_level
 from .exceptions import MessageError
 from .factory import ServerFactory
-from .fastpath import FastServerProtocol
-from .guard import POLICY_VIOLATION, SendGate
+from .guard import POLICY_VIOLATION, SendGate, bearer_token, redacted_target
+from .identity import User
+from .identity_protocol import IdentityMixin
 from .limits import TokenBucket
 from .messages import (
     INTERNAL_ERROR,
@@ -55,24 +65,28 @@ def _guarded(hook: Any) -> Any:
     """Wrap an app's ``onConnect`` so the handshake checks run before it, once."""
 
     def onConnect(self: ServerProtocol, request: ConnectionRequest) -> Any:
-        self._admit(request)
-        return hook(self, request)
+        admitting = self._admit(request)
+        if admitting is None:
+            return hook(self, request)
+        return admitting.addCallback(lambda _: hook(self, request))
 
     onConnect.__doc__ = hook.__doc__
     onConnect._wsapp_guarded = True  # type: ignore[attr-defined]
     return onConnect
 
 
-class ServerProtocol(FastServerProtocol):
+class ServerProtocol(IdentityMixin):
     """
     Base class of wsapp server apps: JSON requests in, JSON events out.
 
     Hooks, each optional (wsapp's own work happens around them, ``super()`` or not):
 
-    - ``onConnect(request)``: after the origin, token (:meth:`authorize`) and connection
-      limits were checked; return a subprotocol from :attr:`subprotocols` (the default
-      does), or raise :class:`autobahn.websocket.types.ConnectionDeny` to refuse.
-    - ``onOpen()``: the connection has joined ``factory.registry``.
+    - ``onConnect(request)``: after the origin, token (:meth:`authorize`), user
+      (:meth:`authenticate`) and connection limits were checked; return a subprotocol from
+      :attr:`subprotocols` (the default does), or raise
+      :class:`autobahn.websocket.types.ConnectionDeny` to refuse.
+    - ``onOpen()``: the connection has joined ``factory.registry`` (after its
+      ``authenticate`` message, where one is needed).
     - ``onMessage(payload, isBinary)``: a message within the rate limit, while open; the
       default decodes a request and calls ``action_<name>``.
     - ``onLeave()``: once, when a connection that had opened is gone (its channels left).
@@ -95,6 +109,8 @@ class ServerProtocol(FastServerProtocol):
     coalescible_events: ClassVar[frozenset[str]] = frozenset({"state", "users", "time"})
     #: This connection's id in presence and events; set when it opens.
     client_id = ""
+    #: The client's address from trusted proxies' headers ("": the transport's peer).
+    client_address = ""
     _admitted = False
     _opened = False
     _bucket: TokenBucket | None = None
@@ -122,15 +138,33 @@ class ServerProtocol(FastServerProtocol):
         """
         return self.factory.guard.token_valid(token)
 
+    def authenticate(self, request: ConnectionRequest) -> User | Deferred[User | None] | None:
+        """
+        Return this handshake's user, None (anonymous), or a Deferred of either; raise (or
+        fail with) :class:`~wsapp.identity.TokenError` (401) or
+        :class:`~autobahn.websocket.types.ConnectionDeny` to refuse. By default: the user
+        of the ``auth.jwt`` connection token of ``Authorization: Bearer`` or ``?token=``;
+        None without a token, or without ``auth.jwt`` (static tokens name nobody).
+        Override for your own scheme, such as a session looked up in a database.
+        """
+        identity = self.factory.guard.identity
+        token = bearer_token(request)
+        if identity.verifier is None or token is None:
+            return None
+        found: Deferred[User | None] = identity.user(token)  # type: ignore[assignment]
+        return found
+
     # --- what wsapp does around the hooks ---
 
-    def _admit(self, request: ConnectionRequest) -> None:
-        if not self._admitted:
-            self.factory.guard.admit(self, request)
-            self._admitted = True
+    def _admit(self, request: ConnectionRequest) -> Deferred[None] | None:
+        if self._admitted:
+            return None
+        return self.factory.guard.admit(self, request)
 
-    def onConnect(self, request: ConnectionRequest) -> str | None:
-        self._admit(request)
+    def onConnect(self, request: ConnectionRequest) -> Any:
+        admitting = self._admit(request)
+        if admitting is not None:
+            return admitting.addCallback(lambda _: self.onConnect(request))
         for name in self.subprotocols:
             if name in request.protocols:
                 return name
@@ -159,9 +193,10 @@ class ServerProtocol(FastServerProtocol):
         factory.metrics.accepted += 1
         extensions = ", ".join(map(_describe, self.websocket_extensions_in_use)) or "none"
         log.info(
-            "{peer} GET {path} 101 extensions: {extensions}",
+            "{peer} GET {path} 101 user: {user} extensions: {extensions}",
             peer=self.peer,
-            path=self.http_request_path,
+            path=self._logged_target(),
+            user="-" if self.user is None else self.user.id,
             extensions=extensions,
         )
         apply_level(self, factory.compression.level)
@@ -174,9 +209,22 @@ class ServerProtocol(FastServerProtocol):
         self.client_id = uuid.uuid4().hex[:16]
         #: The channels this connection listens to.
         self.subscriptions: set[str] = set()
-        factory.registry.add(self)
+        if self.awaiting_authentication:
+            self._auth_timer = factory.reactor.callLater(
+                limits.open_handshake_timeout, self._not_authenticated
+            )
+            return
+        self._finish_open()
+
+    def _finish_open(self) -> None:
+        self.factory.registry.add(self)
         self._opened = True
+        self._watch_expiry()
         super()._onOpen()
+
+    def _logged_target(self) -> str:
+        path = getattr(self, "http_request_path", "-")
+        return redacted_target(path, getattr(self, "http_request_uri", "").partition("?")[2])
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         headers = responseHeaders
@@ -186,7 +234,7 @@ class ServerProtocol(FastServerProtocol):
         log.info(
             "{peer} GET {path} {status} ({reason})",
             peer=self.peer,
-            path=getattr(self, "http_request_path", "-"),
+            path=self._logged_target(),
             status=code,
             reason=reason,
         )
@@ -202,6 +250,9 @@ class ServerProtocol(FastServerProtocol):
         if bucket is not None and not bucket.take(self.factory.reactor.seconds()):
             self.rate_limited_request(bucket)
             return
+        if self.awaiting_authentication:
+            self._first_message(payload, isBinary)
+            return
         self.onMessage(payload, isBinary)
 
     def _onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -210,6 +261,9 @@ class ServerProtocol(FastServerProtocol):
         if self._admitted:
             self._admitted = False
             self.factory.guard.release(self)
+        for timer in (self._auth_timer, self._expiry_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
         if self.gate is not None:
             self.gate.stopProducing()
         try:
@@ -370,8 +424,13 @@ class ServerProtocol(FastServerProtocol):
         return True
 
     def presence_info(self) -> Mapping[str, Any]:
-        """The public data shown for this connection in presence and join events."""
-        return {}
+        """
+        The public data shown for this connection in presence and join events:
+        ``{"user": ID, "info": INFO}`` for a user, ``{}`` for an anonymous connection.
+        """
+        if self.user is None:
+            return {}
+        return {"user": self.user.id, "info": dict(self.user.info)}
 
 
 def _describe(extension: Any) -> str:

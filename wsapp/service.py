@@ -27,11 +27,13 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .api import build_api
 from .backends import Backend, make_backend
 from .config import Config, resolve_options, server_endpoint
 from .exceptions import ConfigError
 from .guard import Guard, HandshakeSite
 from .hub import Hub
+from .identity import Identity
 from .limits import ConnectionLimiter
 from .metrics import Metrics
 from .operations import Folder, mount_operations
@@ -67,12 +69,16 @@ def build_site(
     reactor: Any = None,
     metrics: Metrics | None = None,
     backend: Backend | None = None,
+    identity: Identity | None = None,
 ) -> tuple[Site, dict[str, ServerFactory]]:
     """Return the web site serving ``config``'s apps and each app's factory by path."""
     metrics = metrics or Metrics()
     if backend is None:
         backend = make_backend(config, reactor=reactor)
     hub = Hub(backend)
+    if identity is None:
+        identity = Identity(config.auth, backend=backend, reactor=reactor)
+    identity.hub = hub
     if not config.server_header.isprintable():
         raise ConfigError(source, "server_header", "must be printable text on one line")
     root = Folder()
@@ -88,7 +94,9 @@ def build_site(
             protocol.check_options(options)
         except ValueError as error:
             raise ConfigError(source, f"{key}.options", str(error)) from None
-        guard = Guard(config, app=path, app_limit=app.max_connections, limiter=limiter)
+        guard = Guard(
+            config, app=path, app_limit=app.max_connections, limiter=limiter, identity=identity
+        )
         factory = protocol.factory_class(
             protocol,
             app=app,
@@ -101,6 +109,7 @@ def build_site(
             name=path,
         )
         factory.metrics = metrics.add_app(path, factory)
+        identity.factories.append(factory)
         _mount(root, path, UpgradeRequired())
         factories[path] = factory
     site = HandshakeSite(
@@ -145,10 +154,36 @@ class ServerService(MultiService):
         self.backend.setServiceParent(self)
         self.metrics = Metrics()
         self.shutdown_hooks: list[ShutdownHook] = []
+        #: Tokens, revocation and kicks: :meth:`Identity.revoke`, :meth:`Identity.kick`.
+        self.identity = Identity(config.auth, backend=self.backend, reactor=reactor)
         self.site, self.factories = build_site(
-            config, source=source, reactor=reactor, metrics=self.metrics, backend=self.backend
+            config,
+            source=source,
+            reactor=reactor,
+            metrics=self.metrics,
+            backend=self.backend,
+            identity=self.identity,
         )
-        mount_operations(self.site.resource, self, self.metrics, source=source)
+        #: The dashboard's sampler (a child service); None while no dashboard.key is set.
+        self.sampler = mount_operations(
+            self.site.resource, self, self.metrics, source=source, reactor=reactor
+        )
+        if self.sampler is not None:
+            self.sampler.setServiceParent(self)
+        self.metrics.backend = self.backend
+        #: The HTTP API (:mod:`wsapp.api`); None while no key is configured.
+        self.api = build_api(
+            config,
+            cast(Hub, self.backend.listener),
+            self,
+            self.metrics,
+            source=source,
+            reactor=reactor,
+            identity=self.identity,
+        )
+        if self.api is not None and not config.api.endpoint:
+            self.site.resource.putChild(b"api", self.api.resource)
+            self.site.requestFactory = self.api.limit(self.site.requestFactory)
         #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
@@ -177,11 +212,46 @@ class ServerService(MultiService):
         self.listener.setServiceParent(self)
         #: The listening port, once the service has started.
         self.port: Port | None = None
+        #: The API's own port (with ``api.endpoint``), once the service has started.
+        self.api_port: Port | None = None
+        if self.api is not None:
+            self.api.cluster.setServiceParent(self)
+            if config.api.endpoint:
+                self._listen_api(config, source)
+
+    def _listen_api(self, config: Config, source: str) -> None:
+        assert self.api is not None
+        description = config.api.endpoint
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as error:
+            raise ConfigError(
+                source, "api.endpoint", f"invalid endpoint {description!r}: {error}"
+            ) from None
+        if config.tls.certificate and description.startswith("tcp:"):
+            options = load_tls(config.tls.certificate, config.tls.private_key, source)
+            endpoint = TLSServerEndpoint(endpoint, options)
+        site = self.api.site(
+            HandshakeSite,
+            deadline=config.limits.open_handshake_timeout,
+            server_header=config.server_header,
+            reactor=self.reactor,
+        )
+        listener = _ListeningService(
+            endpoint, site, self._api_listening, description=description, source=source
+        )
+        listener.key = "api.endpoint"
+        listener.setServiceParent(self)
+
+    def _api_listening(self, port: Port) -> None:
+        self.api_port = port
+        log.info("wsapp API serving {url}api/", url=_url(port.getHost(), "tcp:"))
 
     def startService(self) -> None:
         self.stopping = False
         self._started = self.reactor.seconds()
         super().startService()
+        self.identity.start()
 
     def add_shutdown_hook(self, hook: ShutdownHook) -> None:
         """Call ``hook()`` (it may return a Deferred or awaitable) when the server stops."""
@@ -199,6 +269,7 @@ class ServerService(MultiService):
             log.info("shutting down: draining for {seconds} s", seconds=drain)
             await deferLater(self.reactor, drain)
         await maybeDeferred(self.listener.stopService)
+        self.identity.stop()
         await close_all(self.factories.values(), self.config.shutdown.grace_period, self.reactor)
         for hook in self.shutdown_hooks:
             try:
@@ -240,7 +311,7 @@ class _ListeningService(StreamServerEndpointService):
     def __init__(
         self,
         endpoint: Any,
-        factory: HandshakeRouter,
+        factory: HandshakeRouter | Site,
         listening: Callable[[Port], None],
         *,
         description: str,
@@ -250,6 +321,8 @@ class _ListeningService(StreamServerEndpointService):
         self._on_listening = listening
         self.description = description
         self.source = source
+        #: The configuration key named when listening fails.
+        self.key = "port"
 
     def privilegedStartService(self) -> None:
         try:
@@ -258,7 +331,7 @@ class _ListeningService(StreamServerEndpointService):
             reason = error.socketError if isinstance(error, CannotListenError) else error
             text = getattr(reason, "strerror", None) or str(reason)
             raise ConfigError(
-                self.source, "port", f"cannot listen on {self.description}: {text}"
+                self.source, self.key, f"cannot listen on {self.description}: {text}"
             ) from None
         if self._waitingForPort is not None:
             self._waitingForPort.addCallback(self._listening)

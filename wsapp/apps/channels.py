@@ -19,7 +19,9 @@ Requests and their replies (each reply carries the request's ``id``):
 
 Subscribers of a namespace with ``join_leave`` get ``join`` and ``leave`` events, and
 ``{"type": "unrecovered", "channel": C, "offset": N, "epoch": E}`` if publications up to N
-could not be delivered (the server lost them and history did not have them). Errors:
+could not be delivered (the server lost them and history did not have them). A namespace
+whose ``subscribe`` asks for a ``token`` (or a ``capability`` the connection token lacks)
+takes a channel token as ``"token": T`` in subscribe, history and presence requests. Errors:
 ``permission-denied``, ``unknown-namespace``, ``invalid-argument``, ``limit-exceeded``.
 """
 
@@ -28,10 +30,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..channels import HistoryResult, Position, check_channel_name, namespace_of
+from ..channels import HistoryResult, check_channel_name, namespace_of, position_from
 from ..config import NamespaceConfig
 from ..exceptions import MessageError
-from ..messages import INVALID_ARGUMENT, LIMIT_EXCEEDED, PERMISSION_DENIED, Request, encode
+from ..messages import INVALID_ARGUMENT, LIMIT_EXCEEDED, Request, encode
 from ..server import ServerProtocol
 
 __all__ = ["ChannelsProtocol"]
@@ -51,14 +53,14 @@ class ChannelsProtocol(ServerProtocol):
         )
         return channel, self.factory.channel_options(channel)
 
-    def _may(self, options: NamespaceConfig, what: str, channel: str) -> None:
-        if getattr(options, what) != "anyone":
-            raise MessageError(PERMISSION_DENIED, f"you may not {what} to {channel!r}")
+    async def _may(self, request: Request, what: str, channel: str) -> None:
+        await self.factory.check_permission(self, what, channel, request.fields.get("token"))
 
     async def action_subscribe(self, request: Request) -> None:
         channel, options = self._channel(request)
-        self._may(options, "subscribe", channel)
-        since = _since(request.fields.get("since"))
+        await self._may(request, "subscribe", channel)
+        given = request.fields.get("since")
+        since = None if given is None else position_from(given)
         if channel in self.subscriptions:
             raise MessageError(INVALID_ARGUMENT, f"already subscribed to {channel!r}")
         namespace = namespace_of(channel)
@@ -89,7 +91,7 @@ class ChannelsProtocol(ServerProtocol):
 
     async def action_publish(self, request: Request) -> Mapping[str, Any]:
         channel, options = self._channel(request)
-        self._may(options, "publish", channel)
+        await self._may(request, "publish", channel)
         if "data" not in request.fields:
             raise MessageError(INVALID_ARGUMENT, "'data' is missing")
         data = request.fields["data"]
@@ -102,7 +104,7 @@ class ChannelsProtocol(ServerProtocol):
 
     async def action_history(self, request: Request) -> Mapping[str, Any]:
         channel, options = self._channel(request)
-        self._may(options, "subscribe", channel)
+        await self._may(request, "subscribe", channel)
         limit = (
             request.integer("limit", low=0, high=options.history_size)
             if "limit" in request.fields
@@ -114,23 +116,9 @@ class ChannelsProtocol(ServerProtocol):
 
     async def action_presence(self, request: Request) -> Mapping[str, Any]:
         channel, options = self._channel(request)
-        self._may(options, "subscribe", channel)
+        await self._may(request, "subscribe", channel)
         if not options.presence:
             raise MessageError(INVALID_ARGUMENT, f"{channel!r} has no presence")
         present = await self.factory.hub.backend.presence(channel)
         clients = [{"client": client, "info": info} for client, info in present.items()]
         return {"type": "presence", "channel": channel, "clients": clients}
-
-
-def _since(value: object) -> Position | None:
-    """The ``since`` of a subscribe request, or None; anything malformed is refused."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping) or set(value) != {"offset", "epoch"}:
-        raise MessageError(INVALID_ARGUMENT, '\'since\' must be {"offset": N, "epoch": E}')
-    offset, epoch = value["offset"], value["epoch"]
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise MessageError(INVALID_ARGUMENT, "'since.offset' must be an integer of 0 or more")
-    if not isinstance(epoch, str) or len(epoch) > 64:
-        raise MessageError(INVALID_ARGUMENT, "'since.epoch' must be a string")
-    return Position(offset, epoch)

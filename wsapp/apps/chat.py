@@ -4,15 +4,17 @@ Chat with rooms: each room is a channel ``chat:ROOM`` with history and presence.
 Every client is in the room of option ``room`` (``lobby``) from the start. Requests:
 
 - ``{"action": "join", "room": R}`` → ``{"type": "joined", "room": R, "client": ID,
-  "messages": [...], "members": [...]}``: this client's id, the room's history (oldest
-  first) and who is there;
+  "messages": [...], "members": [...]}``: this client's id (and ``"user"``, its user id),
+  the room's history (oldest first) and who is there;
 - ``{"action": "leave", "room": R}`` → ``{"type": "left", "room": R}``;
 - ``{"action": "say", "text": T, "room": R}`` (``room`` defaults to option ``room``) →
-  every other member gets ``{"type": "chat", "room": R, "text": T, "client": ID}``; a
+  every other member gets ``{"type": "chat", "room": R, "text": T, "client": ID, "user":
+  USER}`` (``user``, the sender's user id, only from an authenticated connection); a
   request with an ``id`` is acknowledged as ``{"type": "sent", "room": R, "offset": N}``.
 
 Members get ``{"type": "join" | "leave", "room": R, "client": ID, "info": {...}}`` when
-someone enters or leaves. The namespace's options in ``channels.namespaces`` (``chat`` in
+someone enters or leaves (``info`` is ``{"user": USER, "info": {...}}`` for a user). The
+namespace's options in ``channels.namespaces`` (``chat`` in
 the shipped config) say who may join and say, and what history keeps.
 """
 
@@ -26,7 +28,7 @@ from twisted.internet.defer import Deferred
 from ..backends import PresenceChange
 from ..channels import HistoryResult, Publication
 from ..exceptions import MessageError
-from ..messages import INVALID_ARGUMENT, PERMISSION_DENIED, Request
+from ..messages import INVALID_ARGUMENT, Request
 from ..server import ServerFactory, ServerProtocol
 
 __all__ = ["ChatFactory", "ChatProtocol"]
@@ -79,8 +81,8 @@ class ChatProtocol(ServerProtocol):
         """Enter ``room``: the client gets its history and members, then its live texts."""
         channel = self.channel(room)
         options = self.factory.channel_options(channel)
-        if options.subscribe != "anyone":
-            raise MessageError(PERMISSION_DENIED, f"joining {room!r} is not allowed")
+        token = None if request is None else request.fields.get("token")
+        await self.factory.check_permission(self, "subscribe", channel, token)
         if channel in self.subscriptions:
             raise MessageError(INVALID_ARGUMENT, f"already in room {room!r}")
         members = {}
@@ -93,6 +95,8 @@ class ChatProtocol(ServerProtocol):
                 for publication in result.publications
             ]
             event: dict[str, Any] = {"type": "joined", "room": room, "client": self.client_id}
+            if self.user is not None:
+                event["user"] = self.user.id
             event["messages"] = messages
             event["members"] = [
                 {"client": client, "info": info} for client, info in members.items()
@@ -116,9 +120,10 @@ class ChatProtocol(ServerProtocol):
     async def action_say(self, request: Request) -> Mapping[str, Any] | None:
         text = request.text("text", max_length=self.factory.options["max_length"])
         channel = self.channel(request)
-        if self.factory.channel_options(channel).publish != "anyone":
-            raise MessageError(PERMISSION_DENIED, "saying that here is not allowed")
-        data = {"text": text, "client": self.client_id}
+        await self.factory.check_permission(self, "publish", channel)
+        data: dict[str, Any] = {"text": text, "client": self.client_id}
+        if self.user is not None:
+            data["user"] = self.user.id
         position = await self.factory.publish(channel, data, exclude=self)
         if request.id is None:
             return None

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from ..channels import HistoryResult, Position, Publication
+from .local_api import LocalApiState
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -66,6 +67,7 @@ class Backend(Service, ABC):
 
     #: Who hears publications and presence changes; set once by the hub.
     listener: BackendListener | None = None
+    _awaiting: list[Deferred[None]] | None = None
 
     @property
     @abstractmethod
@@ -76,6 +78,22 @@ class Backend(Service, ABC):
     def available(self) -> bool:
         """Whether requests can be served now."""
         return True
+
+    def when_available(self) -> Deferred[None]:
+        """A Deferred that fires once requests can be served (at once if they can now)."""
+        if self.available:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        if self._awaiting is None:
+            self._awaiting = []
+        self._awaiting.append(waiting)
+        return waiting
+
+    def became_available(self) -> None:
+        """Called by a backend when it can serve requests again: fires :meth:`when_available`."""
+        waiting, self._awaiting = self._awaiting or [], None
+        for deferred in waiting:
+            deferred.callback(None)
 
     @abstractmethod
     def publish(
@@ -147,6 +165,51 @@ class Backend(Service, ABC):
         there in the same atomic step (history: the latest value). Return the value and the
         publication's position.
         """
+
+    def deny(self, key: str, until: float) -> Deferred[None]:
+        """Put ``key`` on the deny-list (shared by every process) until Unix time ``until``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no deny-list")
+
+    def denied(self, key: str) -> Deferred[bool]:
+        """Whether ``key`` is on the deny-list now."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no deny-list")
+
+    # --- for the HTTP API; the defaults keep their state in this process ---
+
+    def publish_once(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        key: str,
+        window: float,
+        history_size: int = 0,
+        history_ttl: float = 0.0,
+    ) -> Deferred[tuple[Position, bool]]:
+        """
+        Publish as :meth:`publish` does, unless ``key`` was used on ``channel`` in the last
+        ``window`` seconds: return the position of the publication made with it, and
+        whether this call made it.
+        """
+        return self._api_state().publish_once(
+            lambda: self.publish(channel, data, history_size=history_size, history_ttl=history_ttl),
+            (channel, key),
+            window,
+        )
+
+    def put_node(self, node: str, report: Mapping[str, Any], ttl: float) -> Deferred[None]:
+        """Keep this process's ``report`` (a JSON object) under ``node`` for ``ttl`` seconds."""
+        return self._api_state().put_node(node, report, ttl)
+
+    def nodes(self) -> Deferred[list[dict[str, Any]]]:
+        """Return the reports of every process whose report has not expired."""
+        return self._api_state().nodes()
+
+    def _api_state(self) -> LocalApiState:
+        state: LocalApiState | None = self.__dict__.get("_local_api")
+        if state is None:
+            state = self.__dict__["_local_api"] = LocalApiState()
+        return state
 
 
 def make_backend(config: Config, *, reactor: Any = None) -> Backend:

@@ -51,6 +51,8 @@ class MemoryBackend(Backend):
         self.subscribed: set[str] = set()
         self.presences: dict[str, dict[str, Mapping[str, Any]]] = {}
         self.integers: dict[str, int] = {}
+        #: The deny-list: each key's expiry (Unix time).
+        self.denials: dict[str, float] = {}
         self._saved: dict[str, int] = {}
         self._saver: LoopingCall | None = None
         if state_file is not None:
@@ -165,6 +167,16 @@ class MemoryBackend(Backend):
         if channel:
             position = self._publish(channel, value, 1, 0.0, tag)
         return succeed((value, position))
+
+    def deny(self, key: str, until: float) -> Deferred[None]:
+        now = self.reactor.seconds()
+        self.denials = {name: end for name, end in self.denials.items() if end > now}
+        if until > now:
+            self.denials[key] = max(until, self.denials.get(key, 0.0))
+        return succeed(None)
+
+    def denied(self, key: str) -> Deferred[bool]:
+        return succeed(self.denials.get(key, 0.0) > self.reactor.seconds())
 
     def counters(self) -> dict[str, int]:
         """Return every integer kept, by key."""

@@ -24,6 +24,8 @@ databases, so they carry it too):
   counts and lists skip (and forget) processes whose hash expired, and the heartbeat
   publishes a recount when a count changed that way;
 - ``count:CHANNEL``: the presence count last published;
+- ``deny:KEY``: an entry of the deny-list (``jti:ID`` for a revoked token), expiring when
+  the entry ends;
 - pub/sub ``channel:CHANNEL``: the channel's frames, JSON arrays starting with the format
   version 1: ``[1, "p", OFFSET, EPOCH, TAG, DATA]`` for a publication, ``[1, "r", COUNT,
   CLIENT, INFO, JOINED]`` for a presence change (CLIENT and INFO null unless announced, and
@@ -53,6 +55,7 @@ from ..channels import HistoryResult, Position, Publication, recover
 from ..exceptions import BackendUnavailableError
 from ..state import SAFE_INTEGER
 from . import Backend, PresenceChange
+from .redis_api import nodes, publish_once, put_node
 from .redis_link import REPLY_TIMEOUT, Link, Subscriber, translate
 from .redis_presence import HEARTBEAT, PRESENCE_TTL, Presence
 from .redis_scripts import HISTORY, INCREMENT, PRESENCE, PUBLISH, Script, parse_frame, to_json
@@ -225,6 +228,51 @@ class RedisBackend(Backend):
 
         return incrementing.addCallback(result)
 
+    def deny(self, key: str, until: float) -> Deferred[None]:
+        """``deny:KEY`` is set to expire at ``until``."""
+        connection = self.commands.protocol
+        if connection is None:
+            return fail(BackendUnavailableError())
+        milliseconds = round((until - self.reactor.seconds()) * 1000)
+        if milliseconds <= 0:
+            return succeed(None)
+        name = f"{self.prefix}deny:{key}"
+        denying: Deferred[Any] = connection.execute_command("SET", name, "1", "PX", milliseconds)
+        return denying.addCallbacks(lambda _: None, translate)
+
+    def denied(self, key: str) -> Deferred[bool]:
+        connection = self.commands.protocol
+        if connection is None:
+            return fail(BackendUnavailableError())
+        checking: Deferred[Any] = connection.execute_command("EXISTS", f"{self.prefix}deny:{key}")
+        return checking.addCallbacks(lambda found: int(found) > 0, translate)
+
+    def publish_once(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        key: str,
+        window: float,
+        history_size: int = 0,
+        history_ttl: float = 0.0,
+    ) -> Deferred[tuple[Position, bool]]:
+        return publish_once(
+            self,
+            channel,
+            data,
+            key=key,
+            window=window,
+            history_size=history_size,
+            history_ttl=history_ttl,
+        )
+
+    def put_node(self, node: str, report: Mapping[str, Any], ttl: float) -> Deferred[None]:
+        return put_node(self, node, report, ttl)
+
+    def nodes(self) -> Deferred[list[dict[str, Any]]]:
+        return nodes(self)
+
     def _received(self, name: str, message: str | bytes) -> None:
         channel = name.removeprefix(f"{self.prefix}channel:")
         if channel == name or channel not in self.channels:
@@ -283,6 +331,7 @@ class RedisBackend(Backend):
             self._missed = False
             if self.listener is not None:
                 self.listener.reconnected()
+        self.became_available()
 
     def _retrying(self, reason: str, delay: float) -> None:
         """One line per retry of the command connection (the subscription retries alike)."""

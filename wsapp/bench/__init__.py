@@ -4,3 +4,5 @@
 :mod:`.servers` starts each server as its own process, :mod:`.peers` holds the peers'
 servers, :mod:`.load` is the load generator and :mod:`.report` formats the table.
 """
+
+__all__: list[str] = []

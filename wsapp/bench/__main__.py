@@ -19,9 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .api import run_api_bench
+from .channels import CHANNELS, channels_table, run_channels
 from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
 from .servers import SERVERS, RunningServer, run_load_generator
+
+__all__ = ["main"]
 
 MODES = ("plain", "deflate")
 
@@ -116,8 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default="",
-        help=f"comma-separated subset; {SCALEOUT}: wsapp on Redis, 1 and 2 processes "
-        "[default: all]",
+        help=f"comma-separated subset; {SCALEOUT}: wsapp on Redis, 1 and 2 processes; "
+        f"{CHANNELS}: the /channels app on memory and Redis [default: all]",
     )
     parser.add_argument("--modes", default=",".join(MODES), help="plain, deflate or both")
     parser.add_argument("--json", default="bench-results.json", help="where to write results")
@@ -132,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [name for name in args.servers.split(",") if name]
     args.modes = [mode for mode in args.modes.split(",") if mode]
     groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
-    known = {workload.name for group in groups for workload in group} | {SCALEOUT}
+    known = {workload.name for group in groups for workload in group} | {SCALEOUT, CHANNELS, "api"}
     chosen = set(args.workloads.split(",")) - {""} or known
     for kind, names, allowed in [
         ("servers", set(args.servers), set(SERVERS)),
@@ -142,6 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if names - allowed:
             parser.error(f"unknown {kind}: {', '.join(sorted(names - allowed))}")
     args.scaleout = SCALEOUT in chosen and "wsapp" in args.servers
+    args.channels = CHANNELS in chosen and "wsapp" in args.servers
+    args.api = "api" in chosen and "wsapp" in args.servers
     args.groups = [[w for w in group if w.name in chosen] for group in groups]
     args.groups = [group for group in args.groups if group]
     return args
@@ -183,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
             pin,
             lambda text: print(f"[{time.monotonic() - started:4.0f}s] {text}", flush=True),
         )
+    channels = None
+    if args.channels:
+        channels = run_channels(
+            args.smoke,
+            pin,
+            lambda text: print(f"[{time.monotonic() - started:4.0f}s] {text}", flush=True),
+        )
     report = {
         "command": " ".join(
             ["python -m wsapp.bench", *(argv if argv is not None else sys.argv[1:])]
@@ -195,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if scaleout is not None:
         report["scaleout"] = scaleout
+    if channels is not None:
+        report["channels"] = channels
+    if args.api:
+        report["api"] = run_api_bench(args.smoke, lambda text: print(text, flush=True))
+        print(json.dumps(report["api"]))
     with open(args.json, "w") as output:
         json.dump(report, output, indent=1)
     if groups:
@@ -203,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if scaleout is not None:
         print()
         print(scaleout_table(scaleout))
+    if channels is not None:
+        print()
+        print(channels_table(channels))
     print(
         f"\n{report['command']} on {report['machine']['cores']} cores "
         f"({report['machine']['cpu']}); results in {args.json}"
@@ -221,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
             for mode, result in per_mode.items()
             if "error" in result
         ]
+    if channels is not None:
+        failed += [
+            f"FAILED: channels {name}: {result['error']}"
+            for name, result in channels["results"].items()
+            if "error" in result
+        ]
+    if "error" in report.get("api", {}):
+        failed.append(f"FAILED: api: {report['api']['error']}")
     for line in failed:
         print(line)
     return 1 if failed else 0

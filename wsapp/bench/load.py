@@ -19,6 +19,8 @@ from typing import Any
 
 from .wire import Connection, Loop, masked_frame, server_cpu, server_rss
 
+__all__ = ["latency_summary", "main", "print_result", "progress", "timed_broadcasts"]
+
 
 def running(end: float, done: int, args: argparse.Namespace) -> bool:
     """Whether to go on: until ``end`` and ``max_messages``, but past ``end`` until one is done."""

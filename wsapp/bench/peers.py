@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+__all__ = ["PEERS", "serve_autobahn", "serve_websockets"]
+
 
 def state_event(value: int) -> str:
     return json.dumps({"type": "state", "value": value})

@@ -19,6 +19,8 @@ from typing import Any
 from .load import latency_summary, print_result, progress, timed_broadcasts
 from .wire import CLOCK_TICKS, Loop
 
+__all__ = ["main"]
+
 
 def cpu_times(pid: int) -> tuple[float, float]:
     """Seconds of user and of system CPU process ``pid`` has used (all its threads)."""

@@ -5,6 +5,9 @@ It prints every incoming message on its own line and sends each line typed on st
 input as a text message, until end of input or until the server closes. ``--send JSON``
 sends one message, prints the reply and exits. Failures print one line to standard error
 and exit with status 1; usage errors exit with status 2.
+
+``publish CHANNEL JSON``, ``presence CHANNEL``, ``info`` (the HTTP API) and ``subscribe
+URL CHANNEL [--since OFFSET:EPOCH]`` are subcommands (:mod:`wsapp.api.cli`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..api.cli import COMMANDS
+from ..api.cli import main as api_main
 from ..exceptions import ClientError, MessageError
 from .sync import Connection, connect
 
@@ -57,6 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; return the process exit status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] in COMMANDS:
+        return api_main(PROG, arguments)
     args = parse_args(argv)
     try:
         tls = _trust_root(args.cafile) if args.cafile else None

@@ -18,25 +18,33 @@ from .loading import (
     server_endpoint,
 )
 from .schema import (
+    ApiConfig,
     AppConfig,
     AuthConfig,
     ChannelsConfig,
     CompressionConfig,
     Config,
+    DashboardConfig,
+    JwtConfig,
     LimitsConfig,
     NamespaceConfig,
+    ProxyConfig,
     ShutdownConfig,
     TlsConfig,
 )
 
 __all__ = [
+    "ApiConfig",
     "AppConfig",
     "AuthConfig",
     "ChannelsConfig",
     "CompressionConfig",
     "Config",
+    "DashboardConfig",
+    "JwtConfig",
     "LimitsConfig",
     "NamespaceConfig",
+    "ProxyConfig",
     "ShutdownConfig",
     "TlsConfig",
     "endpoint_description",

@@ -7,6 +7,7 @@ Every error is a :class:`~wsapp.exceptions.ConfigError` naming the file and the 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -18,7 +19,16 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..exceptions import ConfigError
-from .schema import AppConfig, ChannelsConfig, Config, NamespaceConfig, TlsConfig
+from .schema import (
+    ApiConfig,
+    AppConfig,
+    ChannelsConfig,
+    Config,
+    JwtConfig,
+    NamespaceConfig,
+    ProxyConfig,
+    TlsConfig,
+)
 
 __all__ = [
     "endpoint_description",
@@ -148,6 +158,8 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             values[name] = _convert_backend(value, source, key)
         elif cls is Config and name == "apps":
             values[name] = _convert_apps(value, source, key)
+        elif cls is ApiConfig and name == "endpoint" and value != "":
+            values[name] = _convert_port(value, source, key)
         elif cls is ChannelsConfig and name == "namespaces":
             values[name] = _convert_namespaces(value, source, key)
         else:
@@ -170,7 +182,67 @@ def _build(cls: type[T], data: object, source: str, prefix: str) -> T:
             )
     if cls is TlsConfig:
         _check_tls(values, source, prefix)
+    elif cls is JwtConfig:
+        _check_jwt(values, source, prefix)
+    elif cls is ProxyConfig:
+        for index, network in enumerate(values.get("trusted", ())):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    source, f"{prefix}.trusted[{index}]", f"not an address or network: {network!r}"
+                ) from None
+    if cls is ApiConfig:
+        _check_api(values, source, prefix)
     return cls(**values)
+
+
+#: JWT algorithms wsapp accepts (PyJWT's, without ``none``).
+JWT_ALGORITHMS = frozenset(
+    "HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA".split()
+)
+
+
+def _check_jwt(values: Mapping[str, Any], source: str, prefix: str) -> None:
+    sources = [name for name in ("secret", "secret_file", "public_key_file", "jwks_url")]
+    given = [name for name in sources if values.get(name)]
+    if len(given) > 1:
+        raise ConfigError(source, prefix, f"set only one of {', '.join(sources)}")
+    for index, name in enumerate(values.get("algorithms", ())):
+        if name not in JWT_ALGORITHMS:
+            raise ConfigError(
+                source,
+                f"{prefix}.algorithms[{index}]",
+                f"unknown algorithm {name!r} (expected: {', '.join(sorted(JWT_ALGORITHMS))})",
+            )
+    for name in ("secret_file", "public_key_file"):
+        path = values.get(name)
+        if not path:
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(source, f"{prefix}.{name}", f"cannot read {path}: {reason}") from None
+        if name == "secret_file" and not data.strip():
+            raise ConfigError(source, f"{prefix}.{name}", f"{path} is empty")
+        if name == "public_key_file":
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+            try:
+                load_pem_public_key(data)
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    source, f"{prefix}.{name}", f"{path} holds no PEM public key"
+                ) from None
+    url = urlsplit(values.get("jwks_url", ""))
+    if values.get("jwks_url") and not (
+        url.scheme == "https"
+        or (url.scheme == "http" and url.hostname in ("127.0.0.1", "::1", "localhost"))
+    ):
+        raise ConfigError(
+            source, f"{prefix}.jwks_url", "expected an https:// URL (http:// only on loopback)"
+        )
 
 
 def _check_tls(values: Mapping[str, Any], source: str, prefix: str) -> None:
@@ -179,6 +251,17 @@ def _check_tls(values: Mapping[str, Any], source: str, prefix: str) -> None:
     for name in ("certificate", "private_key"):
         if values.get(name) and not os.path.isfile(values[name]):
             raise ConfigError(source, f"{prefix}.{name}", f"no such file: {values[name]}")
+
+
+def _check_api(values: Mapping[str, Any], source: str, prefix: str) -> None:
+    for index, key in enumerate(values.get("keys", ())):
+        if len(key) < 16 or not key.isprintable() or key != key.strip():
+            raise ConfigError(
+                source, f"{prefix}.keys[{index}]", "a key has 16 or more printable characters"
+            )
+    keys_file = values.get("keys_file")
+    if keys_file and not os.path.isfile(keys_file):
+        raise ConfigError(source, f"{prefix}.keys_file", f"no such file: {keys_file}")
 
 
 def _convert(hint: Any, value: object, source: str, key: str) -> Any:

@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ApiConfig",
     "AppConfig",
     "AuthConfig",
     "ChannelsConfig",
     "CompressionConfig",
     "Config",
+    "DashboardConfig",
+    "JwtConfig",
     "LimitsConfig",
     "NamespaceConfig",
+    "ProxyConfig",
     "ShutdownConfig",
     "TlsConfig",
 ]
@@ -124,11 +128,53 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
-class AuthConfig:
-    """Token check at the opening handshake (``?token=`` or ``Authorization: Bearer``)."""
+class JwtConfig:
+    """
+    Connection and channel tokens (JWT): set one of ``secret``, ``secret_file``,
+    ``public_key_file`` or ``jwks_url``; the others narrow what a token must say.
+    """
 
-    #: Accepted tokens; empty: no check (unless a protocol overrides ``authorize``).
+    #: Shared secret of HS256/HS384/HS512 tokens.
+    secret: str = ""
+    #: File holding the shared secret (one line; surrounding whitespace is dropped).
+    secret_file: str = ""
+    #: PEM public key (RSA, EC or Ed25519) of RS*/PS*, ES* or EdDSA tokens.
+    public_key_file: str = ""
+    #: ``https://`` (or loopback ``http://``) URL of a JWKS document with the public keys.
+    jwks_url: str = ""
+    #: Seconds a JWKS document is used before it is fetched again.
+    jwks_cache: float = _bounded(300.0, 1.0, 86400.0)
+    #: Accepted algorithms; empty: those of the key (``none`` is never accepted).
+    algorithms: tuple[str, ...] = ()
+    #: The ``aud`` a token must name; empty: tokens with an ``aud`` are refused.
+    audience: str = ""
+    #: The ``iss`` a token must name; empty: not checked.
+    issuer: str = ""
+    #: Seconds of clock difference allowed on ``exp``, ``nbf`` and ``iat``.
+    leeway: float = _bounded(0.0, 0.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who a connection is: static tokens, or JWT connection tokens (``jwt``)."""
+
+    #: Accepted static tokens; empty: no check (unless ``jwt`` is set or a protocol
+    #: overrides ``authorize``). A connection admitted by one is anonymous.
     tokens: tuple[str, ...] = ()
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+    #: With ``jwt``: whether a connection without a token is admitted as anonymous. If not,
+    #: it must send ``{"action": "authenticate", "token": T}`` within
+    #: ``limits.open_handshake_timeout`` seconds.
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Load balancers in front of the server, whose forwarding headers are believed."""
+
+    #: Networks of trusted proxies, e.g. ``10.0.0.0/8`` or ``127.0.0.1``; their
+    #: ``Forwarded`` / ``X-Forwarded-For`` headers give the client address.
+    trusted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,10 +192,14 @@ class ShutdownConfig:
 class NamespaceConfig:
     """What the channels of one namespace keep, and who may use them."""
 
-    #: Who may subscribe: ``anyone`` or ``nobody`` (only the server subscribes connections).
-    subscribe: str = _choice("anyone", "nobody")
-    #: Who may publish: ``nobody`` (only server code) or ``anyone``.
-    publish: str = _choice("nobody", "anyone")
+    #: Who may subscribe: ``anyone``, ``nobody`` (only the server subscribes connections),
+    #: ``authenticated`` (connections with a user), ``capability`` (a user whose token's
+    #: ``channels`` claim matches the channel, or with a channel token) or ``token`` (with a
+    #: channel token naming the channel and the user).
+    subscribe: str = _choice("anyone", "nobody", "authenticated", "capability", "token")
+    #: Who may publish: ``nobody`` (only server code), ``anyone``, ``authenticated`` or
+    #: ``capability`` (as for subscribe, from the connection token only).
+    publish: str = _choice("nobody", "anyone", "authenticated", "capability")
     #: Publications kept per channel for history and recovery (0: none).
     history_size: int = _bounded(0, 0, 100_000)
     #: Seconds a publication stays in history (0: until pushed out by newer ones).
@@ -188,6 +238,39 @@ class ChannelsConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The HTTP API (``POST /api/METHOD``): off unless a key is configured."""
+
+    #: Accepted keys, sent as ``Authorization: apikey KEY``; with none (here or in
+    #: ``keys_file``) the API is off.
+    keys: tuple[str, ...] = ()
+    #: File of more keys, one a line (blank lines and lines starting with ``#`` skipped).
+    keys_file: str = ""
+    #: Own listening endpoint, e.g. ``tcp:8001:interface=127.0.0.1``; empty: ``/api/`` on
+    #: ``port``.
+    endpoint: str = ""
+    #: Serve the API over plain HTTP on an interface other than loopback (keys travel in
+    #: clear); without it such requests get 403 unless TLS is on.
+    allow_insecure: bool = False
+    #: Largest request body, in bytes (413 beyond).
+    max_body_size: int = _bounded(1 << 20, 64, 1 << 30)
+    #: Requests one key may send per second, on average (0: no limit; 429 beyond).
+    rate: float = _bounded(1000.0, 0.0, 1e9)
+    #: Requests one key may send at once before the rate applies.
+    burst: int = _bounded(2000, 1, 1 << 31)
+    #: Seconds a publish's ``idempotency_key`` is remembered with its result.
+    idempotency_window: float = _bounded(300.0, 1.0, 86400.0)
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """The live dashboard at ``/dashboard``."""
+
+    #: The key its data asks for (``Authorization: Bearer KEY``); empty: no dashboard.
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration; every field has a production default."""
 
@@ -207,7 +290,10 @@ class Config:
     #: ``https://*.example.com``; empty: any. Clients sending no Origin are always allowed.
     origins: tuple[str, ...] = ()
     auth: AuthConfig = field(default_factory=AuthConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     #: The ``Server`` header of every HTTP response and handshake; empty: none sent.
     server_header: str = "wsapp"
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
