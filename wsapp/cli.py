@@ -19,10 +19,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..api.cli import COMMANDS
-from ..api.cli import main as api_main
-from ..exceptions import ClientError, MessageError
-from .sync import Connection, connect
+from .api.cli import COMMANDS
+from .api.cli import main as api_main
+from .client.sync import Connection, connect
+from .exceptions import ClientError, MessageError
 
 __all__ = ["main"]
 
