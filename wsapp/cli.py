@@ -135,13 +135,15 @@ def _print(message: Any, out: TextIO) -> None:
 
 
 def _trust_root(cafile: str) -> Any:
-    from OpenSSL.crypto import Error
-    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+    from cryptography import x509
+
+    from .tls import CAFile
 
     try:
         with open(cafile, "rb") as pem:
-            return trustRootFromCertificates([Certificate.loadPEM(pem.read())])
+            x509.load_pem_x509_certificates(pem.read())
     except OSError as error:
         raise OSError(f"cannot read --cafile {cafile}: {error.strerror}") from None
-    except Error:
+    except ValueError:
         raise ValueError(f"--cafile {cafile} holds no PEM certificate") from None
+    return CAFile(cafile)
