@@ -157,7 +157,10 @@ TRANSPORT_ATTRIBUTES = [
 
 @pytest_twisted.ensureDeferred
 async def test_autobahn_and_twisted_internals_are_where_fastpath_expects(server: Server) -> None:
-    """Every internal wsapp.fastpath replaces or reads exists in the installed versions."""
+    """
+    Every internal wsapp.fastpath replaces or reads exists in the installed versions (and the
+    trust-root interface wsapp.tls.CAFile provides).
+    """
     client = await connect(server.url("/echo"))
     client.send_action("ping")  # some attributes exist once a message was received
     await client.next_event()
@@ -182,6 +185,11 @@ async def test_autobahn_and_twisted_internals_are_where_fastpath_expects(server:
         for name in TRANSPORT_ATTRIBUTES
         if not hasattr(connection.transport, name)
     ]
+    from twisted.internet import _sslverify
+
+    trust = getattr(_sslverify, "IOpenSSLTrustRoot", None)
+    if trust is None or "_addCACertsToContext" not in trust.names():
+        moved.append("twisted.internet._sslverify.IOpenSSLTrustRoot (wsapp.tls.CAFile) moved")
     moved += [
         f"PerMessageDeflate has no {name!r}"
         for name in ("start_compress_message", "compress_message_data", "end_compress_message")

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import LogCapture, Server, aio, until
 from tests.rawws import status_of
+from wsapp.channels import Position
 from wsapp.config import (
     AppConfig,
     AuthConfig,
@@ -27,6 +28,7 @@ from wsapp.config import (
     LimitsConfig,
     NamespaceConfig,
 )
+from wsapp.identity import NOTICES
 from wsapp.tokens import TokenError, TokenVerifier
 
 SECRET = "test-secret-of-32-bytes-or-more!"
@@ -311,6 +313,34 @@ async def test_revoke_and_kick_close_connections_and_refuse_handshakes(server: S
             await other.send(json.dumps({"action": "add", "amount": 1}))
             assert other.close_code is None
         assert await status_of(server.port, "/counter", bearer(kept)) == 101
+
+    await aio(scenario())
+
+
+@pytest_twisted.ensureDeferred
+async def test_missed_notices_recheck_open_connections_against_the_deny_list(
+    server: Server,
+) -> None:
+    """After notices were lost, connections whose token is denied by now are closed, not others."""
+    identity = server.service.identity
+    revoked, kept = token("jo", jti="m-1"), token("jo", jti="m-2")
+
+    async def scenario() -> None:
+        url = server.url("/counter")
+        async with (
+            websockets.connect(url, additional_headers=bearer(revoked)) as first,
+            websockets.connect(url, additional_headers=bearer(kept)) as second,
+        ):
+            await first.recv()
+            await second.recv()
+            loop = asyncio.get_running_loop()
+            # the deny-list has it, but this process never heard the notice
+            await identity.backend.deny("jti:m-1", time.time() + 60).asFuture(loop)
+            identity.channel_lost(NOTICES, Position(5, "e"), [identity])
+            assert await closed_with(first) == (4003, "token revoked")
+            await second.send(json.dumps({"action": "get", "id": 3}))
+            while json.loads(await asyncio.wait_for(second.recv(), 5)).get("id") != 3:
+                pass
 
     await aio(scenario())
 

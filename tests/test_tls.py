@@ -21,6 +21,7 @@ from tests.conftest import aio, the_reactor
 from wsapp.config import Config, TlsConfig
 from wsapp.exceptions import ConfigError
 from wsapp.service import ServerService
+from wsapp.tls import TLSServerEndpoint
 
 
 @pytest.fixture
@@ -219,3 +220,18 @@ def test_unusable_certificate_or_key_names_the_key(tmp_path: Path, tls_config: C
             ServerService(config, source="site.yaml", reactor=the_reactor())
         assert error.value.key == key and str(error.value).startswith(f"site.yaml: {key}: ")
         assert "\n" not in str(error.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ssl_endpoint_string_uses_the_same_tls_as_the_tls_settings(
+    services: list[ServerService], tls_config: Config, certificate_authority: trustme.CA
+) -> None:
+    """An ssl: port with certKey/privateKey is served by wsapp's TLS: no pyOpenSSL warnings."""
+    files = f"certKey={tls_config.tls.certificate}:privateKey={tls_config.tls.private_key}"
+    config = replace(Config(), port=f"ssl:0:interface=127.0.0.1:{files}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        service = ServerService(config, source="test", reactor=the_reactor())
+        assert isinstance(service.listener.endpoint, TLSServerEndpoint)
+        service.startService()
+        services.append(service)

@@ -59,6 +59,10 @@ REVOKED = 4003
 
 #: The server channel carrying revocations and kicks to every process.
 NOTICES = "$wsapp:identity"
+#: Notices kept in the channel's history, so a process that missed some (a Redis
+#: reconnection) gets them from there, in order; and for how many seconds.
+NOTICE_HISTORY = 1000
+NOTICE_TTL = 3600.0
 #: Seconds between two attempts to listen to :data:`NOTICES` while the backend is down.
 RETRY = 0.5
 
@@ -173,13 +177,17 @@ class Identity:
         """
         backend = self._backend()
         denying = backend.deny(f"jti:{token_id}", until)
-        denying.addCallback(lambda _: backend.publish(NOTICES, {"revoke": token_id}))
+        denying.addCallback(lambda _: self._notify({"revoke": token_id}))
         return denying.addCallback(lambda _: None)
 
     def kick(self, user_id: str) -> Deferred[None]:
         """Close every connection of ``user_id`` with 4003, on every process."""
-        publishing = self._backend().publish(NOTICES, {"kick": user_id})
-        return publishing.addCallback(lambda _: None)
+        return self._notify({"kick": user_id}).addCallback(lambda _: None)
+
+    def _notify(self, notice: Mapping[str, Any]) -> Deferred[Any]:
+        return self._backend().publish(
+            NOTICES, notice, history_size=NOTICE_HISTORY, history_ttl=NOTICE_TTL
+        )
 
     def _backend(self) -> Backend:
         if self.backend is None:
@@ -239,7 +247,26 @@ class Identity:
             self.closed_by(publication.data)
 
     def channel_lost(self, channel: str, position: Position, members: Any) -> None:
-        log.warn("Missed revocation or kick notices: connections they named may stay open")
+        log.warn("Missed revocation or kick notices: checking the open connections' tokens")
+        self.recheck()
+
+    def recheck(self) -> None:
+        """Close this process's connections whose token is on the deny-list now."""
+        if self.backend is None:
+            return
+        for factory in self.factories:
+            for connection in list(factory.registry):
+                user = connection.user
+                if user is None or user.token_id is None:
+                    continue
+                checking = self.backend.denied(f"jti:{user.token_id}")
+                checking.addCallback(self._close_if_denied, connection)
+                checking.addErrback(lambda _: None)  # the next loss checks again
+
+    def _close_if_denied(self, denied: bool, connection: Any) -> None:
+        if denied and connection.state == connection.STATE_OPEN:
+            log.info("{peer}: closed: token revoked", peer=connection.peer)
+            connection.close_with(REVOKED, "token revoked")
 
     def channel_presence(self, channel: str, change: PresenceChange, members: Any) -> None:
         """Notices have no presence."""

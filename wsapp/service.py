@@ -19,7 +19,6 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.internet.tcp import Port
@@ -40,7 +39,7 @@ from .operations import Folder, mount_operations
 from .router import HandshakeRouter, UpgradeRequired
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
-from .tls import TLSServerEndpoint, load_tls
+from .tls import listening_endpoint
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
 
@@ -187,17 +186,11 @@ class ServerService(MultiService):
         #: True once :meth:`stopService` has begun: ``/health`` and new handshakes get 503.
         self.stopping = False
         self._started: float | None = None
-        tls = config.tls.certificate and config.port.startswith("tcp:")
-        description = config.port if tls else server_endpoint(config)
-        try:
-            endpoint = serverFromString(reactor, description)
-        except Exception as error:
-            raise ConfigError(
-                source, "port", f"invalid endpoint {description!r}: {error}"
-            ) from None
-        if tls:
-            options = load_tls(config.tls.certificate, config.tls.private_key, source)
-            endpoint = TLSServerEndpoint(endpoint, options)
+        description = config.port
+        tls = config.tls
+        endpoint = listening_endpoint(
+            reactor, description, tls.certificate, tls.private_key, source, "port"
+        )
         #: What the endpoint listens with: upgrades to the apps, other requests to the site.
         self.router = HandshakeRouter(
             self.site,
@@ -222,15 +215,10 @@ class ServerService(MultiService):
     def _listen_api(self, config: Config, source: str) -> None:
         assert self.api is not None
         description = config.api.endpoint
-        try:
-            endpoint = serverFromString(self.reactor, description)
-        except Exception as error:
-            raise ConfigError(
-                source, "api.endpoint", f"invalid endpoint {description!r}: {error}"
-            ) from None
-        if config.tls.certificate and description.startswith("tcp:"):
-            options = load_tls(config.tls.certificate, config.tls.private_key, source)
-            endpoint = TLSServerEndpoint(endpoint, options)
+        tls = config.tls
+        endpoint = listening_endpoint(
+            self.reactor, description, tls.certificate, tls.private_key, source, "api.endpoint"
+        )
         site = self.api.site(
             HandshakeSite,
             deadline=config.limits.open_handshake_timeout,

@@ -17,6 +17,7 @@ from typing import Any, cast
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -31,7 +32,10 @@ from zope.interface import implementer
 
 from .exceptions import ConfigError
 
-__all__ = ["ServerTLS", "TLSServerEndpoint", "load_tls"]
+__all__ = ["CAFile", "ServerTLS", "TLSServerEndpoint", "listening_endpoint", "load_tls"]
+
+#: The options of an ``ssl:`` endpoint string read here; others go to Twisted's parser.
+_SSL_OPTIONS = {"interface", "backlog", "privateKey", "certKey"}
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -95,3 +99,79 @@ class TLSServerEndpoint:
             TLSMemoryBIOFactory(creator, False, protocolFactory)
         )
         return listening
+
+
+def listening_endpoint(
+    reactor: Any, description: str, certificate: str, private_key: str, source: str, key: str
+) -> IStreamServerEndpoint:
+    """
+    The endpoint to listen on for ``description``: a ``tcp:`` one with TLS from the
+    ``certificate`` and ``private_key`` files if they are set, an ``ssl:`` one (``certKey``,
+    ``privateKey``, ``interface``, ``backlog``) with the same TLS as ``tls.*``, anything
+    else as Twisted's endpoint parser makes it. Raises :class:`ConfigError` naming ``key``.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    if description.startswith("ssl:"):
+        tcp, certificate, private_key = _as_tcp(description) or (description, "", "")
+        description = tcp
+    try:
+        endpoint: Any = serverFromString(reactor, description)
+    except Exception as error:
+        raise ConfigError(source, key, f"invalid endpoint {description!r}: {error}") from None
+    if certificate and description.startswith("tcp:"):
+        endpoint = TLSServerEndpoint(endpoint, load_tls(certificate, private_key, source))
+    return cast(IStreamServerEndpoint, endpoint)
+
+
+def _as_tcp(description: str) -> tuple[str, str, str] | None:
+    """``ssl:PORT:options`` as ``(tcp:PORT:options, certificate, key)``, if it is that simple."""
+    _, port, *rest = [*_fields(description), ""]
+    options = dict(field.partition("=")[::2] for field in rest if field)
+    if not port.isdigit() or not all("=" in field for field in rest if field):
+        return None
+    if set(options) - _SSL_OPTIONS or "privateKey" not in options:
+        return None
+    certificate = options.pop("certKey", options["privateKey"])
+    private_key = options.pop("privateKey")
+    listening = [f"{name}={_escape(value)}" for name, value in options.items()]
+    return ":".join(["tcp", port, *listening]), certificate, private_key
+
+
+def _fields(description: str) -> list[str]:
+    """The fields of an endpoint string: split at ``:``, with ``\\`` escaping a character."""
+    fields, current, escaped = [], [], False
+    for character in description:
+        if escaped:
+            current.append(character)
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    fields.append("".join(current))
+    return fields
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@implementer(IOpenSSLTrustRoot)
+class CAFile:
+    """
+    Trust the certificates of a PEM file, as a client's ``trustRoot``.
+
+    Twisted's own trust roots hand OpenSSL pyOpenSSL ``X509`` objects, which pyOpenSSL
+    deprecates; this one lets OpenSSL read the file. Its interface is Twisted's (private by
+    its docs: tests/test_fastpath.py checks it is where this expects).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _addCACertsToContext(self, context: Any) -> None:
+        context.load_verify_locations(self.path)

@@ -7,7 +7,7 @@ Reference pages generated from the code, so they cannot drift from it.
 - ``.. wsapp-options:: twistd`` lists the options of ``twistd wsapp`` from
   :class:`wsapp.tap.Options` (``optParameters``, ``optFlags``, ``opt_*`` methods).
 - ``.. wsapp-options:: wsapp-client`` lists the options of ``wsapp-client`` from the
-  argparse parser that :func:`wsapp.client.cli.parse_args` builds.
+  argparse parser that :func:`wsapp.cli.parse_args` builds.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class _ParserBuiltError(Exception):
 
 def _client_options() -> Iterator[tuple[str, str | None, str]]:
     """``(option, metavar, help)`` of ``wsapp-client``, from the parser it builds."""
-    from wsapp.client import cli
+    from wsapp import cli
 
     def capture(parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         raise _ParserBuiltError(parser)

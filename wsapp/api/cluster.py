@@ -20,11 +20,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .. import __version__
 from ..backends import PresenceChange
 from ..channels import Position, Publication
 from ..exceptions import BackendUnavailableError
 from ..hub import Hub
+from ..version import __version__
 
 __all__ = ["CONTROL", "Cluster"]
 

@@ -5,7 +5,7 @@ The client side, three ways:
 - :class:`ReconnectingClient`: a Twisted service keeping one connection alive;
 - :func:`connect`: a blocking connection for code without an event loop.
 
-``python -m wsapp.client URL`` is the command-line client (:mod:`wsapp.client.cli`).
+``python -m wsapp.client URL`` is the command-line client (:mod:`wsapp.cli`).
 """
 
 from .protocol import ClientFactory, ClientProtocol

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..api.cli import COMMANDS
-from ..api.cli import main as api_main
-from ..exceptions import ClientError, MessageError
-from .sync import Connection, connect
+from .api.cli import COMMANDS
+from .api.cli import main as api_main
+from .client.sync import Connection, connect
+from .exceptions import ClientError, MessageError
 
 __all__ = ["main"]
 
@@ -135,13 +135,15 @@ def _print(message: Any, out: TextIO) -> None:
 
 
 def _trust_root(cafile: str) -> Any:
-    from OpenSSL.crypto import Error
-    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+    from cryptography import x509
+
+    from .tls import CAFile
 
     try:
         with open(cafile, "rb") as pem:
-            return trustRootFromCertificates([Certificate.loadPEM(pem.read())])
+            x509.load_pem_x509_certificates(pem.read())
     except OSError as error:
         raise OSError(f"cannot read --cafile {cafile}: {error.strerror}") from None
-    except Error:
+    except ValueError:
         raise ValueError(f"--cafile {cafile} holds no PEM certificate") from None
+    return CAFile(cafile)
