@@ -350,6 +350,7 @@ class RecordingListener:
         #: ``(channel, change)`` of every presence change.
         self.changes: list[tuple[str, PresenceChange]] = []
         self.reconnections = 0
+        self.interruptions = 0
 
     def deliver(self, channel: str, epoch: str, publication: Publication, tag: str) -> None:
         self.deliveries.append((channel, epoch, publication, tag))
@@ -359,6 +360,9 @@ class RecordingListener:
 
     def reconnected(self) -> None:
         self.reconnections += 1
+
+    def interrupted(self) -> None:
+        self.interruptions += 1
 
     def data(self, channel: str) -> list[Any]:
         """The data delivered on ``channel``, in order."""

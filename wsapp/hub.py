@@ -209,6 +209,14 @@ class Hub:
             for factory, members in _by_factory(entry.members).items():
                 factory.channel_presence(channel, change, members)
 
+    def interrupted(self) -> None:
+        # Senders waiting for their publication to come back would wait until Redis is:
+        # those whose publication was made are answered now, the others when it fails.
+        for tag, pending in list(self._pending.items()):
+            if pending.position is not None:
+                del self._pending[tag]
+                pending.done.callback(pending.position)
+
     def reconnected(self) -> None:
         for channel, entry in list(self.channels.items()):
             since = entry.feed.resync()
@@ -282,6 +290,14 @@ class Hub:
         if pending is not None:
             pending.data = publication.data
             pending.done.callback(entry.feed.position)
+        elif self._pending:  # from history (untagged): answer senders it reached
+            self._answer_reached(channel, entry.feed.position)
+
+    def _answer_reached(self, channel: str, position: Position | None) -> None:
+        for tag, pending in list(self._pending.items()):
+            if pending.channel == channel and _reached(position, pending.position):
+                del self._pending[tag]
+                pending.done.callback(pending.position)
 
     def _lost(self, channel: str, entry: _Channel, lost: Lost) -> None:
         entry.ahead.clear()
@@ -327,7 +343,8 @@ class Hub:
             pending.position = position
             entry = self.channels.get(pending.channel)
             fed = None if entry is None else entry.feed.position
-            if entry is None or pending.exclude not in entry.members or _reached(fed, position):
+            gone = entry is None or pending.exclude not in entry.members
+            if gone or _reached(fed, position) or not self.backend.available:
                 del self._pending[tag]
                 pending.done.callback(position)
 

@@ -27,7 +27,7 @@ it expires (→ ``{"type": "refreshed", "expires": EXP}``); the close codes are 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from autobahn.websocket.types import ConnectionRequest
@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 
 from .channels import HistoryResult, Position
 from .compression import apply_level
-from .exceptions import MessageError
+from .exceptions import BackendUnavailableError, MessageError
 from .factory import ServerFactory
 from .guard import POLICY_VIOLATION, SendGate, bearer_token, redacted_target
 from .identity import User
@@ -422,6 +422,22 @@ class ServerProtocol(IdentityMixin):
             )
             removing.addErrback(lambda _: None)  # entries of a lost backend expire
         return True
+
+    async def once_available(self, attempt: Callable[[], Deferred[Any]]) -> bool:
+        """
+        Run ``attempt()`` (the server's own step for this connection, such as joining its
+        channel); while the backend is unreachable, tell the client with an error event and
+        try again once it is back. Return False if the connection closed meanwhile.
+        """
+        while True:
+            try:
+                await attempt()
+                return True
+            except BackendUnavailableError as error:
+                self.refuse(error, None)
+                await self.factory.hub.backend.when_available()
+                if not self._opened:
+                    return False
 
     def presence_info(self) -> Mapping[str, Any]:
         """

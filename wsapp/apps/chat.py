@@ -67,7 +67,8 @@ class ChatProtocol(ServerProtocol):
     def onOpen(self) -> None:
         room = self.factory.options["room"]
         if room:
-            Deferred.fromCoroutine(self.join(room)).addErrback(self.request_failed)
+            joining = self.once_available(lambda: Deferred.fromCoroutine(self.join(room)))
+            Deferred.fromCoroutine(joining).addErrback(self.request_failed)
 
     def channel(self, request: Request | str) -> str:
         room = request if isinstance(request, str) else request.fields.get("room")

@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred
 from ..backends import PresenceChange
 from ..channels import Position, Publication
 from ..client import ClientProtocol
-from ..exceptions import BackendUnavailableError
 from ..messages import Request
 from ..server import ServerFactory, ServerProtocol
 from ..state import SAFE_INTEGER, Throttle
@@ -120,16 +119,9 @@ class CounterProtocol(ServerProtocol):
 
     async def _start(self) -> None:
         factory = self.factory
-        while True:
-            try:
-                await self.subscribe(factory.channel)
-                break
-            except BackendUnavailableError as error:
-                # told once; the first state follows when the backend is back
-                self.refuse(error, None)
-                await factory.hub.backend.when_available()
-                if not self._opened:
-                    return
+        # told if the backend is unreachable; the first state follows when it is back
+        if not await self.once_available(lambda: self.subscribe(factory.channel)):
+            return
         value = await self._value()
         if not self.seen_state:
             # a change that reached this client meanwhile is at least as new as the value read

@@ -61,6 +61,9 @@ class BackendListener(Protocol):
     def reconnected(self) -> None:
         """Pub/sub was interrupted and is back: publications may have been missed."""
 
+    def interrupted(self) -> None:
+        """Pub/sub was lost: what is published now arrives only after :meth:`reconnected`."""
+
 
 class Backend(Service, ABC):
     """The channels of one server, as seen from this process."""

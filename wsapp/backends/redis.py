@@ -320,6 +320,8 @@ class RedisBackend(Backend):
         self._missed = self._missed or self.subscribed
         self.subscribed = False
         self._lost()
+        if self.listener is not None:
+            self.listener.interrupted()
 
     def _ready(self) -> None:
         if not self.available or self._was_available:
