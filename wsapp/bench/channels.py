@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .report import _number
+from .report import _number, aligned
 from .scaleout import RedisServer, medians, placement, wait_connected
 from .servers import WSAPP_CONFIG, RunningServer, run_load_generator
 
@@ -197,19 +197,12 @@ def channels_table(report: dict[str, Any]) -> str:
             theirs = memory.get("redis_bytes_per_subscription") if backend == "redis" else None
             line += [_number(None if value is None else value / 1024) for value in (ours, theirs)]
             lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = [
         f"channels: {report['channels']:,} channels with 1 subscriber each ({report['publishers']} "
         f"publishing connections), 1 channel with {report['fanout']:,} subscribers (1 "
         f"publishing), median of {report['runs_per_configuration']} run(s)"
     ]
-    for index, line in enumerate(lines):
-        cells = zip(line, widths, strict=True)
-        text.append(
-            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(cells))
-        )
-        if index == 0:
-            text.append("  ".join("-" * w for w in widths))
+    text += aligned(lines, 2)
     ratios = report["history_ratios"]
     for part, label in loads:
         parts = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["rows", "table"]
+__all__ = ["aligned", "rows", "table"]
 
 Row = tuple[str, str, str, dict[str, float | None], float | None]
 
@@ -80,6 +80,24 @@ def _number(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
+def aligned(lines: list[list[str]], left: int) -> list[str]:
+    """
+    Rows of cells as text columns: the first ``left`` columns left-aligned, the others
+    right-aligned, a rule under the first row (the header).
+    """
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = []
+    for index, line in enumerate(lines):
+        cells = [
+            cell.ljust(w) if i < left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        text.append("  ".join(cells))
+        if index == 0:
+            text.append("  ".join("-" * w for w in widths))
+    return text
+
+
 def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> str:
     """Format the results as a text table, ratios of wsapp to each peer first."""
     peers = [name for name in servers if name != "wsapp"]
@@ -99,14 +117,4 @@ def table(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
         line += [_number(values.get(name)) for name in servers]
         line.append(_number(cpu))
         lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = []
-    for index, line in enumerate(lines):
-        cells = [
-            cell.ljust(w) if i < 3 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        text.append("  ".join(cells))
-        if index == 0:
-            text.append("  ".join("-" * w for w in widths))
-    return "\n".join(text)
+    return "\n".join(aligned(lines, 3))

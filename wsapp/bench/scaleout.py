@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .report import _number
+from .report import _number, aligned
 from .servers import WSAPP_CONFIG, RunningServer, free_port, run_load_generator, stop_process
 
 __all__ = [
@@ -251,18 +251,11 @@ def scaleout_table(report: dict[str, Any]) -> str:
                 shown = not (key.startswith("redis") and backend == "memory")
                 line.append(_number(result.get(key) if shown else None))
             lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = [
         f"scale-out: counter broadcast to {report['clients']:,} clients, the least disturbed "
         f"of {report['runs_per_configuration']} run(s) (least wsapp CPU per delivery)"
     ]
-    for index, line in enumerate(lines):
-        cells = zip(line, widths, strict=True)
-        text.append(
-            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(cells))
-        )
-        if index == 0:
-            text.append("  ".join("-" * w for w in widths))
+    text += aligned(lines, 2)
     for mode in modes:
         for title, key in [("", "ratios"), (" (medians)", "ratios_of_medians")]:
             found = {k: "-" if v is None else f"{v:.2f}x" for k, v in report[key][mode].items()}
