@@ -1,9 +1,8 @@
 """
 The blocking client, used from worker threads of the test's running reactor.
 
-The test process runs the reactor in its main thread, so each blocking test body runs in a
-thread (``deferToThread``); a plain script, where the client starts the reactor itself, runs
-in a subprocess.
+The test process runs the server's reactor in its main thread, so each blocking test body
+runs in a thread (``deferToThread``); plain scripts run in a subprocess.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from twisted.internet.threads import deferToThread
 
 import wsapp
 from tests.conftest import Server, aio, the_reactor
-from wsapp.client.threads import shared_reactor
 from wsapp.exceptions import (
     ClientTimeoutError,
     ConnectError,
@@ -168,10 +166,10 @@ async def test_refusals_raise_connect_errors(server: Server) -> None:
     await in_thread(body)
 
 
-def test_blocking_call_in_the_reactor_thread_is_refused() -> None:
-    """In the reactor's own thread (here: the test's), connecting raises instead of hanging."""
+def test_blocking_call_in_the_reactor_thread_is_refused(server: Server) -> None:
+    """In a running reactor's own thread (here: the test's), connecting raises, not hangs."""
     with pytest.raises(RuntimeError, match="reactor's thread"):
-        shared_reactor()
+        wsapp.connect(server.url("/echo"), timeout=1)
 
 
 @pytest.mark.parametrize("compression", [True, False])
@@ -228,8 +226,7 @@ import sys, threading, wsapp
 url = sys.argv[1]
 with wsapp.connect(url) as ws:
     print(ws.request({"action": "get"}, timeout=5)["value"])
-    reactors = [t for t in threading.enumerate() if t.name == "wsapp-reactor"]
-    print(len(reactors), reactors[0].daemon)
+    print(threading.active_count(), "twisted.internet.reactor" in sys.modules)
 with wsapp.connect(url) as again:
     print(again.request({"action": "plus"}, timeout=5)["value"])
 """
@@ -242,12 +239,12 @@ def run_python(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[
 
 
 @pytest_twisted.ensureDeferred
-async def test_plain_script_starts_its_own_reactor_thread(server: Server) -> None:
-    """A script without a reactor: the client starts one daemon thread, shared, and exits."""
+async def test_plain_script_needs_no_thread_or_reactor(server: Server) -> None:
+    """A plain script: the client does its I/O in the script's thread, without a reactor."""
     server.factory("/counter").hub.backend.integers["/counter"] = 6
     done = await in_thread(lambda: run_python(["-c", SCRIPT, server.url("/counter")]))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n") == ["6", "1 True", "7", ""]
+    assert done.stdout.split("\n") == ["6", "1 False", "7", ""]
     assert done.stderr == ""
 
 
@@ -266,7 +263,7 @@ reactor.callFromThread(reactor.stop)
 
 @pytest_twisted.ensureDeferred
 async def test_process_running_its_own_reactor_thread(server: Server) -> None:
-    """A process that runs the reactor in a thread of its own: the client uses that reactor."""
+    """A process that runs a reactor in a thread of its own: other threads may connect."""
     server.factory("/counter").hub.backend.integers["/counter"] = 3
     done = await in_thread(lambda: run_python(["-c", OWN_REACTOR_THREAD, server.url("/counter")]))
     assert done.returncode == 0, done.stderr

@@ -5,134 +5,47 @@ A blocking client for code without an event loop::
         print(ws.recv(timeout=5))                        # {"type": "state", "value": 0}
         print(ws.request({"action": "get"}, timeout=5))  # the reply carrying our "id"
 
-The Twisted reactor runs in one background thread shared by every blocking client of the
-process (:func:`~wsapp.client.threads.shared_reactor`); if the process already runs a
-reactor in another thread, that one is used. Each blocking call makes one hop into the
-reactor thread and waits on a lock, so any number of threads may share a connection.
+Each call does its socket I/O in the calling thread, through the ``websockets`` library's
+sans-I/O protocol (:mod:`wsapp.client.handshake`); no reactor and no background thread are
+involved. Any number of threads may share a connection: one of the threads waiting for a
+message reads the socket at a time and hands replies and messages to the others.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import queue
+import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 
 from ..config import CompressionConfig
 from ..exceptions import ClientTimeoutError, ConnectionClosedError, MessageError
 from ..messages import encode
-from .connection import endpoint_for, open_connection
-from .protocol import ClientFactory, ClientProtocol
-from .threads import in_reactor, shared_reactor
+from .handshake import open_protocol
+from .transport import Transport
 
 __all__ = ["Connection", "connect"]
 
 log = Logger()
 
-#: Put in a connection's inbox and reply slots when it closes.
-_CLOSED: Final = object()
-
-
-class _Reply:
-    """One awaited reply: the reactor thread sets it, the calling thread waits on the lock."""
-
-    __slots__ = ("lock", "value")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.value: Any = None
-
-    def set(self, value: Any) -> None:
-        self.value = value
-        self.lock.release()
-
-
-class _BlockingProtocol(ClientProtocol):
-    """Delivers messages to a request waiting for their ``id``, or else to the inbox."""
-
-    def onOpen(self) -> None:
-        super().onOpen()
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.pending: dict[str | int, _Reply] = {}
-        self.close_error: ConnectionClosedError | None = None
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        message = _decode(payload, isBinary)
-        if self.pending and isinstance(message, dict):
-            key = message.get("id")
-            if isinstance(key, (str, int)) and not isinstance(key, bool):
-                reply = self.pending.pop(key, None)
-                if reply is not None:
-                    reply.set(message)
-                    return
-        self.inbox.put(message)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not hasattr(self, "inbox"):
-            return  # never opened: connect() reports the failure
-        self.close_error = ConnectionClosedError(code, reason)
-        while self.pending:
-            self.pending.popitem()[1].set(_CLOSED)
-        self.inbox.put(_CLOSED)
-
-    def send_payload(self, payload: bytes, binary: bool) -> None:
-        """Send one message if the connection is still open (called in the reactor thread)."""
-        if self.state != self.STATE_OPEN:
-            return
-        small = len(payload) < self.factory.compression.min_size
-        if small and len(payload) < 126 and self._idle_sender():
-            transport: Any = self.transport
-            transport.write(_masked_frame(payload, binary))
-        else:
-            self.sendMessage(payload, binary, doNotCompress=small)
-
-    def _idle_sender(self) -> bool:
-        """True when no frame is half sent or queued, so one may go straight out."""
-        return self.send_state == self.SEND_STATE_GROUND and not self.send_queue
-
-    def close(self, code: int, reason: str | None, timeout: float) -> Deferred[None]:
-        """Start the closing handshake; fire once closed, dropping TCP after ``timeout``."""
-        done: Deferred[None] = Deferred()
-        drop = self.factory.reactor.callLater(timeout, self.dropConnection, abort=True)
-
-        def closed(result: object) -> object:
-            if drop.active():
-                drop.cancel()
-            done.callback(None)
-            return result
-
-        self.is_closed.addBoth(closed)
-        if self.state == self.STATE_OPEN:
-            self.sendClose(code, reason)
-        return done
-
-
-def _masked_frame(payload: bytes, binary: bool) -> bytes:
-    """
-    Frame a message of under 126 bytes as one final, uncompressed, masked client frame.
-
-    The same bytes as autobahn's ``sendMessage`` writes, in a tenth of its time: requests
-    are usually this small, and ``sendMessage`` was the largest cost of a round trip.
-    """
-    size = len(payload)
-    mask = os.urandom(4)
-    key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
-    masked = (int.from_bytes(payload, "big") ^ key).to_bytes(size, "big")
-    return bytes((0x82 if binary else 0x81, 0x80 | size)) + mask + masked
+#: A request's slot until its reply arrives.
+_WAITING: Final = object()
 
 
 def _decode(payload: bytes, binary: bool) -> Any:
     if binary:
         return payload
-    text = payload.decode("utf-8", errors="replace")
+    text = payload.decode("utf-8")  # invalid UTF-8 fails the connection (1007)
     try:
         return json.loads(text)
     except ValueError:
@@ -159,29 +72,54 @@ class Connection:
     :meth:`on_message`, on connections that receive broadcasts.
     """
 
-    def __init__(self, protocol: _BlockingProtocol, reactor: Any) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        protocol: ClientProtocol,
+        early: list[Any],
+        compression: CompressionConfig,
+    ) -> None:
+        self._transport = transport
         self._protocol = protocol
-        self._reactor = reactor
+        self._deflate = bool(protocol.extensions)
+        self._min_size = compression.min_size if self._deflate else 0
         self._ids = itertools.count(1)
         self._callbacks: list[Callable[[Any], object]] = []
         self._dispatcher: threading.Thread | None = None
         self._registering = threading.Lock()
+        # _lock guards the protocol, the inbox, the replies and the reader's role;
+        # _write_lock is held by the one thread writing to the socket.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._write_lock = threading.Lock()
+        self._outgoing: list[bytes] = []
+        self._reading = False
+        self._ended = False  # the stream has ended: nothing more will arrive
+        self._inbox: deque[Any] = deque()
+        self._replies: dict[str | int, Any] = {}
+        self._fragments: list[bytes] = []
+        self._fragmented_binary = False
+        with self._lock:
+            self._take(early)
+            self._outgoing.extend(protocol.data_to_send())  # answers to early pings
+        self._flush()
 
     @property
     def closed(self) -> bool:
-        """True once the connection has closed."""
-        return self._protocol.close_error is not None
+        """True once the connection is closing or closed."""
+        return self._protocol.state is not OPEN
 
     @property
     def deflate(self) -> bool:
         """True if permessage-deflate was negotiated."""
-        return self._protocol._perMessageCompress is not None
+        return self._deflate
 
     def send(self, message: Any) -> None:
-        """Queue one message for sending; raises :class:`ConnectionClosedError` once closed."""
-        self._check_open()
+        """Send one message; raises :class:`ConnectionClosedError` once closed."""
         payload, binary = _encode(message)
-        self._reactor.callFromThread(self._protocol.send_payload, payload, binary)
+        with self._lock:
+            self._queue(payload, binary)
+        self._flush()
 
     def recv(self, timeout: float | None = None) -> Any:
         """
@@ -190,14 +128,14 @@ class Connection:
         Raises :class:`ClientTimeoutError` after ``timeout`` seconds (``None``: wait forever)
         and :class:`ConnectionClosedError` once the connection has closed and nothing is left.
         """
-        try:
-            message = self._protocol.inbox.get(timeout=timeout)
-        except queue.Empty:
-            raise ClientTimeoutError(f"no message within {timeout} s") from None
-        if message is _CLOSED:
-            self._protocol.inbox.put(_CLOSED)  # wake the next waiting thread too
-            raise self.close_error
-        return message
+        inbox = self._inbox
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if not self._wait(lambda: bool(inbox) or self._ended, deadline):
+                raise ClientTimeoutError(f"no message within {timeout} s")
+            if inbox:
+                return inbox.popleft()
+        raise self.close_error
 
     def __iter__(self) -> Iterator[Any]:
         """Yield incoming messages until the connection closes."""
@@ -219,21 +157,26 @@ class Connection:
         key = request.setdefault("id", next(self._ids))
         if isinstance(key, bool) or not isinstance(key, (str, int)):
             raise ValueError("a request's 'id' must be a string or an integer")
-        reply = _Reply()
-        pending = self._protocol.pending
-        if pending.setdefault(key, reply) is not reply:
-            raise ValueError(f"a request with id {key!r} is already waiting for its reply")
-        if self.closed:
-            pending.pop(key, None)
-            raise self.close_error
-        self._reactor.callFromThread(self._protocol.send_payload, encode(request), False)
-        if not reply.lock.acquire(timeout=timeout):
-            if pending.pop(key, None) is reply:
-                raise ClientTimeoutError(f"no reply to request {key!r} within {timeout} s")
-            reply.lock.acquire()  # set just now by the reactor thread
-        if reply.value is _CLOSED:
-            raise self.close_error
-        answer = reply.value
+        payload = encode(request)
+        deadline = time.monotonic() + timeout
+        replies = self._replies
+        with self._lock:
+            if key in replies:
+                raise ValueError(f"a request with id {key!r} is already waiting for its reply")
+            self._queue(payload, False)
+            replies[key] = _WAITING
+        try:
+            self._flush()
+            with self._lock:
+                arrived = self._wait(lambda: replies[key] is not _WAITING or self._ended, deadline)
+                answer = replies.pop(key)
+        except BaseException:
+            replies.pop(key, None)
+            raise
+        if answer is _WAITING:
+            if arrived:
+                raise self.close_error
+            raise ClientTimeoutError(f"no reply to request {key!r} within {timeout} s")
         if answer.get("type") == "error" and isinstance(answer.get("error"), str):
             raise MessageError(answer["error"], str(answer.get("detail", "")))
         return answer
@@ -264,10 +207,19 @@ class Connection:
 
     def close(self, code: int = 1000, reason: str | None = None, timeout: float = 5) -> None:
         """Close the connection and wait (at most ``timeout`` seconds) until it is closed."""
-        if not self.closed and self._reactor.running:
-            in_reactor(self._reactor, self._protocol.close, code, reason, timeout)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._protocol.state is OPEN:
+                self._protocol.send_close(code, reason or "")
+                self._outgoing.extend(self._protocol.data_to_send())
+        self._flush(deadline=deadline)
+        with self._lock:
+            try:
+                self._wait(lambda: self._ended, deadline)
+            finally:
+                self._end()
         if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
-            self._dispatcher.join(timeout)
+            self._dispatcher.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Connection:
         return self
@@ -283,12 +235,143 @@ class Connection:
     @property
     def close_error(self) -> ConnectionClosedError:
         """The error that calls on this connection raise once it has closed (code, reason)."""
-        error = self._protocol.close_error
-        return ConnectionClosedError(error.code, error.reason) if error else ConnectionClosedError()
+        # The peer's close frame, or else ours (a failure found here, e.g. 1009 or 1007).
+        close = self._protocol.close_rcvd or self._protocol.close_sent
+        if close is not None:
+            return ConnectionClosedError(close.code, close.reason or None)
+        if self._ended:
+            return ConnectionClosedError(1006, "connection lost")
+        return ConnectionClosedError()
 
-    def _check_open(self) -> None:
-        if self.closed:
+    # Everything below runs with self._lock held, but for _flush.
+
+    def _queue(self, payload: bytes, binary: bool) -> None:
+        """Frame one message into the outgoing bytes."""
+        protocol = self._protocol
+        if protocol.state is not OPEN:
             raise self.close_error
+        if len(payload) < self._min_size:
+            # Too small to gain from deflate: one uncompressed frame (RSV1 clear).
+            frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, payload)
+            self._outgoing.append(frame.serialize(mask=True, extensions=()))
+        else:
+            (protocol.send_binary if binary else protocol.send_text)(payload)
+            self._outgoing.extend(protocol.data_to_send())
+
+    def _wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """
+        Read or wait until ``ready()``; False once ``deadline`` passed first.
+
+        One waiting thread at a time reads the socket (outside the lock) and feeds what
+        arrives to the protocol; the others wait for it to tell them something changed.
+        """
+        while not ready():
+            if self._ended:
+                return True
+            if self._reading:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+                continue
+            self._reading = True
+            self._lock.release()
+            try:
+                data = self._transport.read(deadline)
+            finally:
+                self._lock.acquire()
+                self._reading = False
+                self._changed.notify_all()
+            if data is None:
+                return ready()
+            self._receive(data)
+            if self._outgoing:
+                self._lock.release()
+                try:
+                    self._flush(block=False)
+                finally:
+                    self._lock.acquire()
+        return True
+
+    def _receive(self, data: bytes) -> None:
+        protocol = self._protocol
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        events = protocol.events_received()
+        if events:
+            self._take(events)
+        sent = protocol.data_to_send()
+        if sent:
+            if sent[-1] == b"":  # the protocol is done: end the stream
+                self._outgoing.extend(sent[:-1])
+                self._ended = True
+            else:
+                self._outgoing.extend(sent)
+        if not data:
+            self._ended = True
+
+    def _take(self, events: list[Any]) -> None:
+        """Deliver the messages among ``events``: replies to their requests, others to the inbox."""
+        for frame in events:
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if not frame.fin:
+                    self._fragments = [frame.data]
+                    self._fragmented_binary = opcode is Opcode.BINARY
+                    continue
+                payload, binary = frame.data, opcode is Opcode.BINARY
+            elif opcode is Opcode.CONT:
+                self._fragments.append(frame.data)
+                if not frame.fin:
+                    continue
+                payload, binary = b"".join(self._fragments), self._fragmented_binary
+                self._fragments = []
+            else:
+                continue
+            try:
+                message = _decode(payload, binary)
+            except UnicodeDecodeError as error:
+                self._protocol.fail(1007, f"{error.reason} at position {error.start}")
+                self._outgoing.extend(self._protocol.data_to_send())
+                return
+            if self._replies and isinstance(message, dict):
+                key = message.get("id")
+                if (
+                    isinstance(key, (str, int))
+                    and not isinstance(key, bool)
+                    and self._replies.get(key, None) is _WAITING
+                ):
+                    self._replies[key] = message
+                    continue
+            self._inbox.append(message)
+
+    def _end(self) -> None:
+        """Close the socket; threads still waiting see the end."""
+        self._ended = True
+        self._transport.close()
+        self._changed.notify_all()
+
+    def _flush(self, block: bool = True, deadline: float | None = None) -> None:
+        """Write the outgoing bytes (called without the lock); one thread writes at a time."""
+        while self._outgoing:
+            if not self._write_lock.acquire(block):
+                return  # the thread writing now writes these too
+            try:
+                while True:
+                    with self._lock:
+                        if not self._outgoing:
+                            break
+                        data = b"".join(self._outgoing)
+                        self._outgoing.clear()
+                    if not self._transport.write(data, deadline):
+                        with self._lock:
+                            self._outgoing.clear()
+                            self._end()
+                        return
+            finally:
+                self._write_lock.release()
 
 
 def connect(
@@ -298,30 +381,43 @@ def connect(
     compression: CompressionConfig | bool = True,
     tls: Any = None,
     max_message_size: int = 16 << 20,
+    headers: Mapping[str, str] | None = None,
+    origin: str | None = None,
 ) -> Connection:
     """
     Open a blocking connection to ``url`` (``ws://`` or ``wss://``).
 
-    ``compression`` offers permessage-deflate (``False``: none); ``tls`` is a trust root or
-    connection creator for ``wss://`` (see :func:`~wsapp.client.connection.endpoint_for`).
+    ``compression`` offers permessage-deflate (``False``: none); ``tls`` says whom to
+    trust on ``wss://``: ``None`` (the system's CAs), an :class:`ssl.SSLContext`, or a PEM
+    file of CAs (a path or :class:`wsapp.tls.CAFile`). ``headers`` are added to the upgrade
+    request (e.g. ``{"Authorization": "Bearer ..."}``), ``origin`` sets its ``Origin``.
     Raises :class:`~wsapp.exceptions.ConnectError` (or its subclass
     :class:`~wsapp.exceptions.HandshakeRefusedError`) when no connection opens within ``timeout``.
     """
+    _refuse_in_reactor_thread()
     if isinstance(compression, bool):
         compression = CompressionConfig(enabled=compression)
-    reactor = shared_reactor()
+    transport, protocol, early = open_protocol(
+        url,
+        timeout=timeout,
+        compression=compression,
+        tls=tls,
+        max_message_size=max_message_size,
+        headers=headers,
+        origin=origin,
+    )
+    return Connection(transport, protocol, early, compression)
 
-    def start() -> Deferred[_BlockingProtocol]:
-        factory = ClientFactory(
-            url,
-            _BlockingProtocol,
-            compression=compression,
-            max_message_size=max_message_size,
-            max_frame_size=max_message_size,
-            reactor=reactor,
+
+def _refuse_in_reactor_thread() -> None:
+    """A blocking call in a running reactor's thread would stop it serving: refuse it."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor
+    from twisted.python import threadable
+
+    if getattr(reactor, "running", False) and threadable.isInIOThread():
+        raise RuntimeError(
+            "a blocking wsapp client cannot be used in the reactor's thread; "
+            "call it from another thread (e.g. twisted.internet.threads.deferToThread)"
         )
-        factory.setProtocolOptions(openHandshakeTimeout=timeout)
-        return open_connection(factory, endpoint_for(url, reactor, tls=tls, timeout=timeout))
-
-    protocol: _BlockingProtocol = in_reactor(reactor, start)
-    return Connection(protocol, reactor)
