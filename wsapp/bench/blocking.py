@@ -6,10 +6,10 @@ from this process (pinned to the other core), runs the same loop with each clien
 its echo app: send a JSON message, wait for the one reply. ``wsapp.connect`` runs it as
 ``request`` (the reply matched by ``id``) and as ``send`` + ``recv``, with and without
 permessage-deflate; ``websocket-client`` as ``send`` + ``recv`` (it has no
-permessage-deflate, so it is the reference of both modes). The clients take turns in
-every round, and each figure is the median over the rounds, so a load that comes and goes
-on the machine weighs on all of them alike. Server and client CPU time per round trip
-are reported too: they suffer less than the rate from other load.
+permessage-deflate, so it is the reference of both modes). The clients take turns, a
+slice of round trips each, so a load that comes and goes on the machine weighs on all of
+them alike. Server and client CPU time per round trip are reported too: they suffer less
+than the rate from other load.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from .report import aligned
@@ -89,73 +89,76 @@ def _client(name: str, mode: str, url: str) -> Iterator[RoundTrip]:
         yield round_trip
 
 
-def _measure(round_trip: RoundTrip, count: int, seconds: float, server_pid: int) -> dict[str, Any]:
-    for n in range(min(200, count)):  # warm up
-        round_trip(n)
+def _slice(round_trip: RoundTrip, count: int, deadline: float, server_pid: int) -> list[float]:
+    """Run up to ``count`` round trips; return [done, seconds, client CPU s, server CPU s]."""
     clock = time.perf_counter
     server_cpu, client_cpu = _process_cpu(server_pid), time.process_time()
     start = clock()
-    deadline = start + seconds
     done = 0
     while done < count and clock() < deadline:
         round_trip(done)
         done += 1
-    elapsed = clock() - start
-    return {
-        "round_trips": done,
-        "per_second": done / elapsed,
-        "client_cpu_us": (time.process_time() - client_cpu) / done * 1e6,
-        "server_cpu_us": (_process_cpu(server_pid) - server_cpu) / done * 1e6,
-    }
+    return [
+        done,
+        clock() - start,
+        time.process_time() - client_cpu,
+        _process_cpu(server_pid) - server_cpu,
+    ]
 
 
 def run_blocking(smoke: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """
-    Measure every client of :data:`LOOPS` against one wsapp server, in rounds.
+    Measure every client of :data:`LOOPS` against one wsapp server, taking turns.
 
-    Returns ``{"cpus", "rounds", "clients": {client: {mode: figures}}, "ratios": {client:
-    {mode: wsapp ÷ websocket-client}}}``, figures being the medians of ``per_second``,
-    ``client_cpu_us`` and ``server_cpu_us`` over the rounds. ``smoke``: a few round trips.
+    All the clients connect first; then, slice after slice, each runs a few hundred round
+    trips in turn, so load from elsewhere on the machine weighs on all of them alike.
+    Returns ``{"cpus", "slices", "clients": {client: {mode: figures}}, "ratios": {client:
+    {mode: wsapp ÷ websocket-client}}}``: ``per_second`` is the median over the slices,
+    ``client_cpu_us`` and ``server_cpu_us`` the CPU time per round trip over all of them.
+    ``smoke``: one slice of a few round trips.
     """
-    rounds, count, seconds = (1, 30, 5.0) if smoke else (3, 5000, 5.0)
+    slices, count, seconds = (1, 30, 5.0) if smoke else (15, 400, 3.0)
     cores = sorted(os.sched_getaffinity(0))
     pinned = len(cores) >= 2
     server = RunningServer("wsapp", {cores[0]} if pinned else None)
-    samples: dict[tuple[str, str], list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
+    taken: dict[tuple[str, str], list[list[float]]] = {loop: [] for loop in LOOPS}
     try:
         if pinned:
             os.sched_setaffinity(0, {cores[1]})
         url = f"ws://127.0.0.1:{server.port}/echo"
-        with _client("wsapp.connect request", "plain", url) as warm_up:
-            for n in range(10 if smoke else 2000):
-                warm_up(n)
-        for index in range(rounds):
-            for name, mode in LOOPS:
-                with _client(name, mode, url) as round_trip:
-                    figures = _measure(round_trip, count, seconds, server.pid)
-                samples[name, mode].append(figures)
-                log(
-                    f"round {index + 1}/{rounds} {name} {mode}: "
-                    f"{figures['per_second']:,.0f}/s, client {figures['client_cpu_us']:.0f} µs, "
-                    f"server {figures['server_cpu_us']:.0f} µs per round trip"
+        with ExitStack() as clients:
+            loops = {loop: clients.enter_context(_client(*loop, url)) for loop in LOOPS}
+            for round_trip in loops.values():  # warm up
+                for n in range(10 if smoke else 300):
+                    round_trip(n)
+            for index in range(slices):
+                for loop, round_trip in loops.items():
+                    deadline = time.perf_counter() + seconds
+                    taken[loop].append(_slice(round_trip, count, deadline, server.pid))
+                rates = ", ".join(
+                    f"{name} {mode} {figures[-1][0] / figures[-1][1]:,.0f}/s"
+                    for (name, mode), figures in taken.items()
                 )
+                log(f"slice {index + 1}/{slices}: {rates}")
     finally:
         if pinned:
             os.sched_setaffinity(0, set(cores))
         server.stop()
-    clients: dict[str, dict[str, dict[str, float]]] = {}
-    for (name, mode), taken in samples.items():
-        clients.setdefault(name, {})[mode] = {
-            key: statistics.median(sample[key] for sample in taken)
-            for key in ("per_second", "client_cpu_us", "server_cpu_us")
+    clients_figures: dict[str, dict[str, dict[str, float]]] = {}
+    for (name, mode), figures in taken.items():
+        done = sum(f[0] for f in figures)
+        clients_figures.setdefault(name, {})[mode] = {
+            "per_second": statistics.median(f[0] / f[1] for f in figures),
+            "client_cpu_us": sum(f[2] for f in figures) / done * 1e6,
+            "server_cpu_us": sum(f[3] for f in figures) / done * 1e6,
         }
-    reference = clients[REFERENCE]["plain"]["per_second"]
+    reference = clients_figures[REFERENCE]["plain"]["per_second"]
     ratios = {
         name: {mode: figures["per_second"] / reference for mode, figures in modes.items()}
-        for name, modes in clients.items()
+        for name, modes in clients_figures.items()
         if name != REFERENCE
     }
-    return {"cpus": len(cores), "rounds": rounds, "clients": clients, "ratios": ratios}
+    return {"cpus": len(cores), "slices": slices, "clients": clients_figures, "ratios": ratios}
 
 
 def blocking_table(result: dict[str, Any]) -> str:
@@ -177,7 +180,8 @@ def blocking_table(result: dict[str, Any]) -> str:
                 ]
             )
     note = (
-        f"medians of {result['rounds']} rounds, one round trip in flight, "
+        f"rates: medians of {result['slices']} slices taken in turn; CPU: totals; "
+        "one round trip in flight, "
         f"{'server and client on separate cores' if result['cpus'] >= 2 else 'one core'}; "
         "websocket-client has no permessage-deflate: both modes are compared with it plain"
     )
