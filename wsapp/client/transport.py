@@ -112,7 +112,7 @@ class Transport:
         arrived before ``deadline`` (monotonic; ``None``: wait as long as it takes).
         """
         sock, waiting = self.sock, self._readable
-        buffered: Callable[[], int] = getattr(sock, "pending", _nothing)
+        buffered: Callable[[], int] = self._tls_pending if self.tls else _nothing
         while True:
             if not buffered() and not _wait(waiting, deadline):
                 return None
@@ -126,6 +126,11 @@ class Transport:
                 continue
             except (ssl.SSLError, OSError):
                 return b""
+
+    def _tls_pending(self) -> int:
+        """Bytes OpenSSL already decrypted: readable without waiting for the socket."""
+        with self._tls_lock:
+            return int(self.sock.pending())  # type: ignore[attr-defined]
 
     def write(self, data: bytes, deadline: float | None = None) -> bool:
         """Send all of ``data``; False if the connection broke or ``deadline`` passed first."""
