@@ -114,6 +114,9 @@ class Link:
                 self.lock.acquire()
                 self._reading = False
                 self._changed.notify_all()
+            if self.ended:
+                self._transport.close()
+                return True
             if data is None:
                 return ready()
             self._receive(data)
@@ -182,7 +185,11 @@ class Link:
     def end(self) -> None:
         """Close the socket; threads still waiting see the end."""
         self.ended = True
-        self._transport.close()
+        # A thread reading now is woken by the shutdown and closes the socket itself, so
+        # that it never waits on a file descriptor number already given to another one.
+        self._transport.shutdown()
+        if not self._reading:
+            self._transport.close()
         self._changed.notify_all()
 
     def flush(self, block: bool = True, deadline: float | None = None) -> None:
