@@ -27,6 +27,8 @@ from .guard import redacted_target
 __all__ = ["accepted", "install_timestamp_cache", "refused"]
 
 log = Logger(namespace="wsapp.server")
+#: The system text observers show for these lines anyway, given so they need not build it.
+_SYSTEM = "wsapp.server#info"
 
 
 def _literal(text: str) -> str:
@@ -45,6 +47,7 @@ def accepted(protocol: Any, user: str, extensions: str) -> None:
     peer, path = protocol.peer, logged_target(protocol)
     log.info(
         _literal(f"{peer} GET {path} 101 user: {user} extensions: {extensions}"),
+        log_system=_SYSTEM,
         peer=peer,
         path=path,
         status=101,
@@ -58,6 +61,7 @@ def refused(protocol: Any, status: int, reason: str) -> None:
     peer, path = protocol.peer, logged_target(protocol)
     log.info(
         _literal(f"{peer} GET {path} {status} ({reason})"),
+        log_system=_SYSTEM,
         peer=peer,
         path=path,
         status=status,

@@ -46,11 +46,24 @@ def _debugging() -> bool:
     return txaio.get_global_log_level() in ("debug", "trace")  # type: ignore[attr-defined]
 
 
+class _LazyValidator:
+    """A connection's UTF-8 validator, made when first read (autobahn reads it to validate)."""
+
+    def __get__(self, protocol: Any, owner: type | None = None) -> Any:
+        if protocol is None:
+            return self
+        validator = protocol.__dict__["utf8validator"] = Utf8Validator()
+        return validator
+
+
 class HandshakeProtocol(FastServerProtocol):
     """autobahn's server protocol whose connections start without debug-log arguments."""
 
+    utf8validator: Any = _LazyValidator()
+
     openHandshakeTimeout: float
     trackTimings: bool
+    utf8validateIncoming: bool
 
     def connectionMade(self) -> None:
         # autobahn.twisted.websocket.WebSocketAdapterProtocol.connectionMade without its
@@ -99,7 +112,9 @@ class HandshakeProtocol(FastServerProtocol):
         self.data = b""
         self.send_queue = deque()
         self.triggered = False
-        self.utf8validator = Utf8Validator()
+        if self.utf8validateIncoming:
+            self.utf8validator = Utf8Validator()
+        # else: made when first used (_LazyValidator)
         self.wasMaxFramePayloadSizeExceeded = False
         self.wasMaxMessagePayloadSizeExceeded = False
         self.closedByMe = False
