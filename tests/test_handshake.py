@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 from types import SimpleNamespace
@@ -126,6 +127,21 @@ def test_access_log_lines_are_literal_text() -> None:
     ]
     assert events[0]["user"] == "alice" and events[1]["status"] == 403
     assert all(event["log_system"] == "wsapp.server#info" for event in events)
+
+
+def test_twisteds_text_observer_uses_the_timestamp_cache() -> None:
+    """textFileLogObserver (twistd's log) still looks formatTime up where wsapp replaced it."""
+    from twisted.logger import textFileLogObserver
+
+    out = io.StringIO()
+    before = accesslog._second.cache_info()
+    textFileLogObserver(out)({"log_format": "x", "log_time": 1e9 + 1.5})
+    after = accesslog._second.cache_info()
+    assert after.hits + after.misses == before.hits + before.misses + 1, (
+        "Twisted's text log observer no longer calls twisted.logger._file.formatTime; "
+        "adapt wsapp/accesslog.py"
+    )
+    assert out.getvalue() == formatTime(1e9 + 1.5, timeFormatRFC3339) + " [-#-] x\n"
 
 
 @pytest.mark.parametrize("format", [timeFormatRFC3339, "%H:%M:%S.%f", "%s"])
