@@ -28,6 +28,7 @@ from .identity import TokenError
 from .messages import PERMISSION_DENIED, UNKNOWN_NAMESPACE, encode
 from .metrics import AppMetrics
 from .state import Registry
+from .timers import BucketTimer
 
 __all__ = ["ServerFactory"]
 
@@ -56,6 +57,7 @@ class ServerFactory(WebSocketServerFactory):
         name: str | None = None,
     ) -> None:
         super().__init__(reactor=reactor)
+        self._batched_timer = BucketTimer(self.reactor)
         app = app or AppConfig(f"{protocol.__module__}:{protocol.__qualname__}")
         self.protocol = protocol
         #: The app's name: its URL path when mounted from config.

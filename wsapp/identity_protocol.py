@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .exceptions import MessageError
-from .fastpath import FastServerProtocol
+from .handshake import HandshakeProtocol
 from .identity import NOT_AUTHENTICATED, TOKEN_EXPIRED, TokenError, User
 from .messages import INVALID_REQUEST, INVALID_TOKEN, Request, parse_request, with_id
 from .messages import NOT_AUTHENTICATED as NOT_AUTHENTICATED_ERROR
@@ -23,7 +23,7 @@ __all__ = ["IdentityMixin"]
 log = Logger()
 
 
-class IdentityMixin(FastServerProtocol):
+class IdentityMixin(HandshakeProtocol):
     """The base of :class:`wsapp.server.ServerProtocol`: what it does with its user."""
 
     # the ServerProtocol this is mixed into provides the rest

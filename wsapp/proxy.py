@@ -42,8 +42,10 @@ class TrustedProxies:
         The client address of a connection from ``peer`` with ``headers`` (lowercase names,
         repeated headers joined with commas): ``peer`` unless it is a trusted proxy.
         """
+        if not self.networks:
+            return peer
         current = _parse(peer)
-        if not self.networks or current is None or not self.trusts(current):
+        if current is None or not self.trusts(current):
             return peer
         if "forwarded" in headers:
             hops = [match.group(1) for match in _FOR.finditer(headers["forwarded"])]

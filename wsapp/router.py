@@ -22,13 +22,14 @@ from http import HTTPStatus
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory
-from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
+
+from .timers import BucketTimer
 
 __all__ = ["HandshakeRouter", "HeadReader", "UpgradeRequired", "http_response"]
 
@@ -79,6 +80,8 @@ class HandshakeRouter(Factory):
         #: The ``Server`` header of the answers given here ("": none).
         self.server_header = server_header
         self.reactor = reactor
+        #: The request-head deadlines of connections not handed over yet.
+        self.timer = BucketTimer(reactor)
 
     def acceptableProtocols(self) -> list[bytes]:
         """The ALPN protocols spoken after TLS: HTTP/1.1 only."""
@@ -103,12 +106,12 @@ class HeadReader(Protocol):
         self.router = router
         self.addr = addr
         self.buffer = b""
-        self.timer: DelayedCall | None = None
+        self.timer: Any = None
         #: Set once this reader answered the request itself.
         self.refused = False
 
     def connectionMade(self) -> None:
-        self.timer = self.router.reactor.callLater(self.router.deadline, self._expire)
+        self.timer = self.router.timer.call_later(self.router.deadline, self._expire)
 
     def dataReceived(self, data: bytes) -> None:
         if self.refused:
@@ -153,7 +156,7 @@ class HeadReader(Protocol):
         protocol.dataReceived(buffer)
 
     def _stop_timer(self) -> None:
-        if self.timer is not None and self.timer.active():
+        if self.timer is not None:
             self.timer.cancel()
         self.timer = None
 

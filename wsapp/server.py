@@ -26,7 +26,7 @@ it expires (→ ``{"type": "refreshed", "expires": EXP}``); the close codes are 
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -35,11 +35,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import accesslog
 from .channels import HistoryResult, Position
 from .compression import apply_level
 from .exceptions import BackendUnavailableError, MessageError
 from .factory import ServerFactory
-from .guard import POLICY_VIOLATION, SendGate, bearer_token, redacted_target
+from .guard import POLICY_VIOLATION, SendGate, bearer_token
 from .identity import User
 from .identity_protocol import IdentityMixin
 from .limits import TokenBucket
@@ -192,13 +193,7 @@ class ServerProtocol(IdentityMixin):
         factory = self.factory
         factory.metrics.accepted += 1
         extensions = ", ".join(map(_describe, self.websocket_extensions_in_use)) or "none"
-        log.info(
-            "{peer} GET {path} 101 user: {user} extensions: {extensions}",
-            peer=self.peer,
-            path=self._logged_target(),
-            user="-" if self.user is None else self.user.id,
-            extensions=extensions,
-        )
+        accesslog.accepted(self, "-" if self.user is None else self.user.id, extensions)
         apply_level(self, factory.compression.level)
         limits = factory.guard.limits
         if limits.rate and self.rate_limited:
@@ -206,7 +201,7 @@ class ServerProtocol(IdentityMixin):
         if hasattr(self.transport, "registerProducer"):
             self.gate = SendGate(self, limits.slow_consumer, self.coalescible_events)
             self.gate.attach(limits.high_water_mark)
-        self.client_id = uuid.uuid4().hex[:16]
+        self.client_id = os.urandom(8).hex()
         #: The channels this connection listens to.
         self.subscriptions: set[str] = set()
         if self.awaiting_authentication:
@@ -222,22 +217,12 @@ class ServerProtocol(IdentityMixin):
         self._watch_expiry()
         super()._onOpen()
 
-    def _logged_target(self) -> str:
-        path = getattr(self, "http_request_path", "-")
-        return redacted_target(path, getattr(self, "http_request_uri", "").partition("?")[2])
-
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         headers = responseHeaders
         if code == 401 and not headers:
             headers = [("WWW-Authenticate", "Bearer")]  # RFC 6750
         self.factory.metrics.rejected += 1
-        log.info(
-            "{peer} GET {path} {status} ({reason})",
-            peer=self.peer,
-            path=self._logged_target(),
-            status=code,
-            reason=reason,
-        )
+        accesslog.refused(self, code, reason)
         super().failHandshake(reason, code, headers)
 
     def _onMessage(self, payload: bytes, isBinary: bool) -> None:

@@ -1,0 +1,192 @@
+"""A connection's lifecycle: its start and end as autobahn's, timers, the access log."""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+import txaio
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, formatTime, timeFormatRFC3339
+
+from tests.conftest import LogCapture, Server, connect
+from wsapp import accesslog
+from wsapp.bench.wire import handshake_request
+from wsapp.handshake import MIRRORED, source_digest
+from wsapp.timers import BucketTimer
+
+#: A masked client Close frame with code 1000.
+CLOSE_1000 = bytes([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE8 ^ 2])
+
+
+def test_autobahn_code_mirrored_by_wsapp_handshake_is_unchanged() -> None:
+    """Each autobahn method wsapp.handshake mirrors has the source it was written from."""
+    moved = [name for name, digest in MIRRORED.items() if source_digest(name) != digest]
+    assert not moved, (
+        "autobahn changed code that wsapp/handshake.py mirrors; compare the new source, "
+        "adapt the override, then update its digest in MIRRORED: " + ", ".join(moved)
+    )
+
+
+def _state(connection: Any) -> dict[str, Any]:
+    """A connection's attributes that are plain values, as autobahn leaves them."""
+    plain = (bool, int, float, str, bytes, type(None))
+    return {name: value for name, value in vars(connection).items() if isinstance(value, plain)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_start_as_autobahns_own_code_starts_them(server: Server) -> None:
+    """With debug logging (autobahn's own methods) or without, an open connection is the same."""
+    states = []
+    for level in ("info", "debug"):
+        txaio.set_global_log_level(level)
+        try:
+            client = await connect(server.url("/echo"))
+        finally:
+            txaio.set_global_log_level("info")
+        (connection,) = server.factory("/echo").registry
+        states.append(_state(connection))
+        assert connection.openHandshakeTimeoutCall is None  # cancelled once open
+        assert connection.utf8validator is not None
+        client.sendClose()
+        await client.factory.closed
+    fast, autobahn = states
+    # per handshake: the client key and port, the time, the id
+    different = {
+        "client_id",
+        "peer",
+        "_last_received",
+        "http_request_data",
+        "http_response_data",
+        "_wskey",
+    }
+    assert fast.keys() == autobahn.keys()
+    assert {k: v for k, v in fast.items() if k not in different} == {
+        k: v for k, v in autobahn.items() if k not in different
+    }
+
+
+def _close_after_open(port: int, deflate: bool) -> tuple[bytes, bytes]:
+    """Open /echo, send Close; return the server's response head and all it sent after."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(handshake_request("/echo", deflate))
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(4096)
+            assert chunk, "closed during the opening handshake"
+            received += chunk
+        head, _, rest = received.partition(b"\r\n\r\n")
+        sock.sendall(CLOSE_1000)
+        while chunk := sock.recv(4096):  # until the server closes the TCP connection
+            rest += chunk
+        return head, rest
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_closing_handshake_is_answered_and_the_connection_closed(
+    server: Server, log_events: LogCapture, deflate: bool
+) -> None:
+    """A client's Close gets the server's Close (same code), then the server closes TCP."""
+    factory = server.factory("/echo")
+    for _ in range(3):
+        head, rest = await deferToThread(_close_after_open, server.port, deflate)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert (b"permessage-deflate" in head) == deflate
+        assert rest == b"\x88\x02\x03\xe8"
+    assert not list(factory.registry)
+    assert factory.countConnections == 0
+    accepted = [m for m in log_events.messages() if " GET /echo 101 user: - extensions: " in m]
+    assert len(accepted) == 3
+
+
+def test_access_log_lines_are_literal_text() -> None:
+    """Braces in a logged path are text, and the event keeps the line's parts as fields."""
+    from twisted.logger import Logger
+
+    events: list[dict[str, Any]] = []
+    protocol = SimpleNamespace(
+        peer="tcp4:127.0.0.1:5", http_request_path="/a{b}", http_request_uri="/a{b}?token=x"
+    )
+    original = accesslog.log
+    accesslog.log = Logger(namespace="wsapp.server", observer=events.append)
+    try:
+        accesslog.accepted(protocol, "alice", "none")
+        accesslog.refused(protocol, 403, "origin {not} allowed")
+    finally:
+        accesslog.log = original
+    assert [formatEvent(event) for event in events] == [
+        "tcp4:127.0.0.1:5 GET /a{b}?token=REDACTED 101 user: alice extensions: none",
+        "tcp4:127.0.0.1:5 GET /a{b}?token=REDACTED 403 (origin {not} allowed)",
+    ]
+    assert events[0]["user"] == "alice" and events[1]["status"] == 403
+    assert all(event["log_system"] == "wsapp.server#info" for event in events)
+
+
+def test_twisteds_text_observer_uses_the_timestamp_cache() -> None:
+    """textFileLogObserver (twistd's log) still looks formatTime up where wsapp replaced it."""
+    from twisted.logger import textFileLogObserver
+
+    out = io.StringIO()
+    before = accesslog._second.cache_info()
+    textFileLogObserver(out)({"log_format": "x", "log_time": 1e9 + 1.5})
+    after = accesslog._second.cache_info()
+    assert after.hits + after.misses == before.hits + before.misses + 1, (
+        "Twisted's text log observer no longer calls twisted.logger._file.formatTime; "
+        "adapt wsapp/accesslog.py"
+    )
+    assert out.getvalue() == formatTime(1e9 + 1.5, timeFormatRFC3339) + " [-#-] x\n"
+
+
+@pytest.mark.parametrize("format", [timeFormatRFC3339, "%H:%M:%S.%f", "%s"])
+def test_cached_timestamps_are_twisteds_text(format: str) -> None:
+    """The observers' timestamp cache gives Twisted's own text, within a second and across."""
+    from twisted.logger import _file
+
+    assert _file.formatTime is accesslog._cached_format_time  # type: ignore[attr-defined]
+    now = time.time()
+    for when in (now, now + 0.25, now + 0.999, now + 1, 0.5, 1e9 + 0.75):
+        assert accesslog._cached_format_time(when, format) == formatTime(when, format)
+    assert accesslog._cached_format_time(None, format) == "-"
+    assert accesslog._cached_format_time(now, None) == "-"
+
+
+def test_bucket_timer_never_calls_early_and_forgets_cancelled_calls() -> None:
+    """A call runs once, no sooner than asked and within one bucket; a cancelled one never."""
+    clock = Clock()
+    clock.advance(1000.03)
+    timer = BucketTimer(clock, bucket=0.2)
+    ran: list[tuple[str, float]] = []
+    timer.call_later(1.0, lambda name: ran.append((name, clock.seconds())), "a")
+    cancelled = timer.call_later(1.0, ran.append, "never")
+    timer.call_later(0.5, lambda: ran.append(("b", clock.seconds())))
+    cancelled.cancel()
+    cancelled.cancel()
+    for _ in range(30):
+        clock.advance(0.05)
+    assert [name for name, _ in ran] == ["b", "a"]
+    (b_at, a_at) = (at for _, at in ran)
+    assert 1000.53 <= b_at <= 1000.53 + 0.2 + 1e-9
+    assert 1001.03 <= a_at <= 1001.03 + 0.2 + 1e-9
+    assert not timer._buckets
+
+
+def test_bucket_timer_runs_a_full_bucket_in_chunks() -> None:
+    """A bucket of more calls than a chunk runs one chunk per reactor turn, in order."""
+    clock = Clock()
+    timer = BucketTimer(clock, bucket=0.2, chunk=2)
+    ran: list[tuple[int, int]] = []
+
+    def run(number: int) -> None:
+        ran.append((number, len(clock.getDelayedCalls())))  # the next chunk, waiting
+
+    for number in range(5):
+        timer.call_later(0.1, run, number)
+    clock.advance(0.2)
+    assert ran == [(0, 1), (1, 1), (2, 1), (3, 1), (4, 0)]
