@@ -110,6 +110,7 @@ class Supervisor(Service):
         self.slots: list[_Slot] = []
         self.run: str = ""
         self.stopping = False
+        self._failed = False
         self._previous: dict[int, Any] = {}
 
     @property
@@ -191,7 +192,11 @@ class Supervisor(Service):
         for waiting in ended:
             waiting.callback(None)
         if self.stopping:
-            log.info("worker {pid} stopped ({status})", pid=pid, status=status)
+            if signum == signal.SIGTERM or code == 0:
+                log.info("worker {pid} stopped", pid=pid)
+            else:
+                self._failed = True
+                log.warn("worker {pid} stopped ({status})", pid=pid, status=status)
             return
         lived = self.reactor.seconds() - slot.started
         slot.streak = 0 if lived >= RESTART_RESET else slot.streak + 1
@@ -230,8 +235,12 @@ class Supervisor(Service):
             for listening in slot.sockets.values():
                 _close_listening(listening)
         shutil.rmtree(self.run, ignore_errors=True)
+        if not self._failed and getattr(self.reactor, "_exitSignal", None) is not None:
+            # Every worker shut down: twistd exits 0 rather than by the signal it received.
+            self.reactor._exitSignal = None
 
     def _kill(self) -> None:
+        self._failed = True
         for slot in self.slots:
             if slot.process is not None:
                 log.warn("killing worker {pid}", pid=slot.process.pid)
