@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.conftest import RedisServer, run_twistd
+from tests.conftest import BIN, RedisServer, run_twistd
+from tests.test_docs_examples import EXAMPLES
 from wsapp.config import from_mapping
 from wsapp.exceptions import ConfigError
 from wsapp.workers.sockets import listening_sockets
@@ -148,3 +150,31 @@ def test_two_workers_share_the_port_restart_and_stop_gracefully(
         assert f"worker {pid} stopped" in output
         assert f"worker {pid}: Server Shut Down." in output
     assert "Traceback" not in output
+
+
+def test_how_to_example_runs_a_daemon_with_two_workers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The how-to's command daemonizes the supervisor: its pid file, its log, SIGTERM."""
+    command = EXAMPLES["howto-workers-run"].replace(".venv/bin/", f"{BIN}/")
+    command = command.replace("tcp:8000:", "tcp:0:").replace(
+        "redis://127.0.0.1:6379/0", redis_server.url
+    )
+    result = subprocess.run(
+        ["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    log = tmp_path / "wsapp.log"
+    found = wait_for(
+        lambda: log.exists() and re.search(r"wsapp serving http://[\d.]+:(\d+)/", log.read_text()),
+        what="the supervisor's serving line",
+    )
+    port = int(found.group(1))
+    pids = wait_for(lambda: serving(port, 2), what="two workers serving")
+    supervisor = int((tmp_path / "wsapp.pid").read_text())
+    assert supervisor not in pids
+    os.kill(supervisor, signal.SIGTERM)
+    wait_for(lambda: not (tmp_path / "wsapp.pid").exists(), what="the pid file removed")
+    for pid in pids:
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), what=f"worker {pid} gone")
+        assert f"worker {pid} stopped" in log.read_text()
