@@ -38,9 +38,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") 
         time.sleep(0.05)
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -103,7 +103,8 @@ def test_two_workers_share_the_port_restart_and_stop_gracefully(
 ) -> None:
     """
     Two workers both get connections and share the counter through Redis; /health and
-    /metrics list both pids; a worker killed with -9 is restarted while the port keeps
+    /metrics list both pids; a stopped worker (SIGSTOP) shows as unreachable, health
+    degraded; a worker killed with -9 is restarted while the port keeps
     serving; SIGTERM stops every worker gracefully and the supervisor exits 0.
     """
     server = twistd(
@@ -133,6 +134,22 @@ def test_two_workers_share_the_port_restart_and_stop_gracefully(
         wait_for(incremented, what="the shared counter's new value")
     for client in clients:
         client.close()
+
+    stopped = pids[1]
+    os.kill(stopped, signal.SIGSTOP)  # it cannot answer: the other reports it, without hanging
+
+    def unreachable() -> bool:
+        status, body = get(f"http://127.0.0.1:{port}/health", timeout=3)
+        report = json.loads(body) if status else {}
+        return (
+            report.get("status") == "degraded"
+            and {"pid": stopped, "status": "unreachable"} in report["workers"]
+        )
+
+    try:
+        wait_for(unreachable, what="the stopped worker listed as unreachable")
+    finally:
+        os.kill(stopped, signal.SIGCONT)
 
     killed = pids[0]
     os.kill(killed, signal.SIGKILL)
