@@ -195,3 +195,26 @@ def test_how_to_example_runs_a_daemon_with_two_workers(
     for pid in pids:
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), what=f"worker {pid} gone")
         assert f"worker {pid} stopped" in log.read_text()
+
+
+def test_sigint_stops_the_workers_and_a_second_signal_kills_them(
+    twistd: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """SIGINT starts every worker's graceful shutdown (its drain period); SIGTERM then kills."""
+    (tmp_path / "c.yaml").write_text("shutdown: {drain_period: 600}\n")
+    server = twistd(
+        "-c", "c.yaml", "--workers", "2", "--backend", redis_server.url,
+        "--port", "tcp:0:interface=127.0.0.1",
+    )  # fmt: skip
+    pids = wait_for(lambda: serving(server.port, 2), what="two workers serving")
+    server.process.send_signal(signal.SIGINT)
+    wait_for(
+        lambda: all(f"worker {pid}: shutting down: draining" in server.output() for pid in pids),
+        what=f"both workers {pids} draining",
+    )
+    # killed, not a clean shutdown: twistd ends by the signal that began it
+    assert server.stop(timeout=60) == -signal.SIGINT
+    output = server.output()
+    assert "second signal: killing the workers" in output
+    for pid in pids:
+        assert f"worker {pid} stopped (killed by signal 9)" in output

@@ -39,9 +39,10 @@ class Relay:
 
     def records(self, data: bytes) -> None:
         """Take bytes of the worker's standard output."""
-        *complete, self._records = (self._records + data).split(SEPARATOR)
+        # each record is SEPARATOR, JSON (one line) and a newline: complete at its newline
+        *complete, self._records = (self._records + data).split(b"\n")
         for record in complete:
-            self._emit(record)
+            self._emit(record.lstrip(SEPARATOR))
 
     def lines(self, data: bytes) -> None:
         """Take bytes of the worker's standard error (tracebacks, exit messages)."""
@@ -51,7 +52,7 @@ class Relay:
 
     def flush(self) -> None:
         """Log what is left once the worker has exited."""
-        self._emit(self._records)
+        self._emit(self._records.lstrip(SEPARATOR))
         if self._lines:
             self._line(self._lines)
         self._records = self._lines = b""

@@ -142,20 +142,24 @@ class Supervisor(Service):
             "wsapp serving {url} with {count} workers (supervisor pid {pid})",
             url=_url(listening, self.config), count=len(self.slots), pid=os.getpid(),
         )  # fmt: skip
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._signal)
+        # after the reactor's own handlers, which it installs as it starts running
+        self.reactor.callWhenRunning(self._watch_signals)
         for slot in self.slots:
             self._start(slot)
+
+    def _watch_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+            if callable(previous):  # an ignored SIGINT (a background job's) stays ignored
+                self._previous[signum] = previous
+                signal.signal(signum, self._signal)
 
     def _signal(self, signum: int, frame: Any) -> None:
         if self.stopping:
             log.warn("second signal: killing the workers")
             self.reactor.callFromThread(self._kill)
             return
-        previous = self._previous.get(signum)
-        if callable(previous):
-            previous(signum, frame)
+        self._previous[signum](signum, frame)
 
     def _command(self) -> list[str]:
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -230,7 +234,8 @@ class Supervisor(Service):
         if killer.active():
             killer.cancel()
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            if signal.getsignal(signum) == self._signal:
+                signal.signal(signum, previous)
         for slot in self.slots:
             for listening in slot.sockets.values():
                 _close_listening(listening)
