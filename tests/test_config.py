@@ -72,7 +72,7 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
             "prot",
             "unknown key (expected one of: api, apps, auth, backend, channels, compression, "
             "dashboard, limits, origins, port, proxy, server_header, shutdown, state_file, "
-            "state_interval, tls)",
+            "state_interval, tls, workers)",
         ),
         ("port: [80]", "port", "expected a port number or endpoint string, got a list"),
         ("port: 70000", "port", "port 70000 is out of range (0-65535)"),

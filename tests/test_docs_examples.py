@@ -61,7 +61,7 @@ RUN = {
     *("howto-clients-reconnecting", "howto-systemd-unit", "howto-nginx-site"),
     *("howto-haproxy-wsapp", "howto-haproxy-cfg", "howto-redis-workers", "howto-tls-yaml"),
     *("howto-tls-check", "howto-publish-yaml", "howto-publish-notify", "howto-publish-flask"),
-    *("howto-publish-celery", "howto-testing-py"),
+    *("howto-publish-celery", "howto-testing-py", "howto-workers-run"),  # test_workers.py
 }
 
 

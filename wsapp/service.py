@@ -35,11 +35,13 @@ from .hub import Hub
 from .identity import Identity
 from .limits import ConnectionLimiter
 from .metrics import Metrics
-from .operations import Folder, mount_operations
+from .operations import Folder, HealthResource, mount_operations
 from .router import HandshakeRouter, UpgradeRequired
 from .server import ServerFactory, ServerProtocol
 from .shutdown import ShutdownHook, close_all
 from .tls import listening_endpoint
+from .workers import peers
+from .workers.sockets import AdoptedEndpoint
 
 __all__ = ["ServerService", "build_site", "load_protocol"]
 
@@ -143,11 +145,21 @@ class ServerService(MultiService):
     the hooks of :meth:`add_shutdown_hook` in order, then stops the backend.
     """
 
-    def __init__(self, config: Config, *, source: str = "config", reactor: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: str = "config",
+        reactor: Any = None,
+        worker: peers.WorkerSpec | None = None,
+    ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        #: Set in a worker of ``--workers N``: its sockets come from the supervisor.
+        self.worker = worker
+        self._report_port: Any = None
         self.reactor = reactor
         self.backend = make_backend(config, reactor=reactor)
         self.backend.setServiceParent(self)
@@ -169,6 +181,9 @@ class ServerService(MultiService):
         )
         if self.sampler is not None:
             self.sampler.setServiceParent(self)
+        if worker is not None:
+            health = HealthResource(self).report
+            self._report = peers.mount(self.site.resource, reactor, worker, health, self.metrics)
         self.metrics.backend = self.backend
         #: The HTTP API (:mod:`wsapp.api`); None while no key is configured.
         self.api = build_api(
@@ -189,8 +204,9 @@ class ServerService(MultiService):
         description = config.port
         tls = config.tls
         endpoint = listening_endpoint(
-            reactor, description, tls.certificate, tls.private_key, source, "port"
-        )
+            reactor, description, tls.certificate, tls.private_key, source, "port",
+            inherited=self._inherited("port"),
+        )  # fmt: skip
         #: What the endpoint listens with: upgrades to the apps, other requests to the site.
         self.router = HandshakeRouter(
             self.site,
@@ -217,8 +233,9 @@ class ServerService(MultiService):
         description = config.api.endpoint
         tls = config.tls
         endpoint = listening_endpoint(
-            self.reactor, description, tls.certificate, tls.private_key, source, "api.endpoint"
-        )
+            self.reactor, description, tls.certificate, tls.private_key, source, "api.endpoint",
+            inherited=self._inherited("api.endpoint"),
+        )  # fmt: skip
         site = self.api.site(
             HandshakeSite,
             deadline=config.limits.open_handshake_timeout,
@@ -231,6 +248,12 @@ class ServerService(MultiService):
         listener.key = "api.endpoint"
         listener.setServiceParent(self)
 
+    def _inherited(self, key: str) -> Any:
+        """The socket the supervisor opened for ``key``, in a worker; None otherwise."""
+        if self.worker is None:
+            return None
+        return AdoptedEndpoint(self.reactor, self.worker.fds[key])
+
     def _api_listening(self, port: Port) -> None:
         self.api_port = port
         log.info("wsapp API serving {url}api/", url=_url(port.getHost(), "tcp:"))
@@ -240,6 +263,8 @@ class ServerService(MultiService):
         self._started = self.reactor.seconds()
         super().startService()
         self.identity.start()
+        if self.worker is not None:
+            self._report_port = peers.serve(self.reactor, self.worker, self._report)
 
     def add_shutdown_hook(self, hook: ShutdownHook) -> None:
         """Call ``hook()`` (it may return a Deferred or awaitable) when the server stops."""
@@ -265,6 +290,8 @@ class ServerService(MultiService):
             except Exception:
                 log.failure("shutdown hook {hook!r} failed", hook=hook)
         await maybeDeferred(super().stopService)
+        if self._report_port is not None:
+            await maybeDeferred(self._report_port.stopListening)
 
     def uptime(self) -> float:
         """Seconds since the service started (0 before)."""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,8 @@ from twisted.python import usage
 from . import config
 from .exceptions import ConfigError, StateFileError
 from .service import ServerService
+from .workers.peers import WorkerSpec
+from .workers.supervisor import Supervisor, check_workers
 
 __all__ = ["Options", "makeService"]
 
@@ -52,12 +55,26 @@ class Options(usage.Options):
         ],
         ["state-file", None, None, "Memory backend: keep the counters in this JSON file"],
         ["app-dir", None, ".", "Folder put first on the import path, for your apps' modules"],
+        [
+            "workers",
+            "w",
+            None,
+            "Processes serving the port, restarted when they die; more than 1 needs a "
+            "redis:// backend [default: the config's workers, 1]",
+            int,
+        ],
     ]
     optFlags = [["no-compression", None, "Do not accept permessage-deflate"]]
 
     def __init__(self) -> None:
         super().__init__()
         self["mounts"] = []
+        self["argv"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # kept for the workers, which run with the same options
+        self["argv"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_mount(self, mount: str) -> None:
         """Mount an app: PATH=package.module:ProtocolClass (repeatable; replaces that path)"""
@@ -76,7 +93,7 @@ class Options(usage.Options):
             overrides.setdefault("compression", {})["enabled"] = False
         if self["compression-level"] is not None:
             overrides.setdefault("compression", {})["level"] = self["compression-level"]
-        for option in ("backend", "state-file"):
+        for option in ("backend", "state-file", "workers"):
             if self[option] is not None:
                 overrides[option.replace("-", "_")] = self[option]
         self["overrides"] = overrides
@@ -108,7 +125,7 @@ def _exit(error: ConfigError | StateFileError, overrides: Mapping[str, Any]) -> 
 class _Twistd(MultiService):
     """The server under ``twistd``: failing to listen exits with one line, no traceback."""
 
-    def __init__(self, server: ServerService, overrides: Mapping[str, Any]) -> None:
+    def __init__(self, server: Any, overrides: Mapping[str, Any]) -> None:
         super().__init__()
         self.server = server
         self.overrides = overrides
@@ -122,10 +139,35 @@ class _Twistd(MultiService):
 
 
 def makeService(options: Options) -> MultiService:
-    """Build the server from parsed options; a bad app or endpoint exits with one line."""
+    """
+    Build the server from parsed options; a bad app or endpoint exits with one line. With
+    more than one worker, the service is their :class:`~wsapp.workers.supervisor.Supervisor`.
+    """
     sys.path.insert(0, os.path.abspath(options["app-dir"]))
+    settings: config.Config = options["wsapp"]
+    worker = WorkerSpec.from_environment()
+    if worker is not None:
+        _follow(worker.supervisor)
     try:
-        server = ServerService(options["wsapp"], source=options["source"])
+        if worker is None:
+            check_workers(settings, options["source"])
+        server = ServerService(settings, source=options["source"], worker=worker)
+        if worker is None and settings.workers > 1:
+            supervisor = Supervisor(settings, options["argv"], source=options["source"])
+            return _Twistd(supervisor, options["overrides"])
     except (ConfigError, StateFileError) as error:
         raise _exit(error, options["overrides"]) from None
     return _Twistd(server, options["overrides"])
+
+
+def _follow(supervisor: int) -> None:
+    """In a worker: leave the terminal's signals to the supervisor, and end with it."""
+    os.setpgrp()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != supervisor:
+        raise SystemExit("twistd wsapp: the supervisor of this worker has exited")

@@ -102,13 +102,22 @@ class TLSServerEndpoint:
 
 
 def listening_endpoint(
-    reactor: Any, description: str, certificate: str, private_key: str, source: str, key: str
+    reactor: Any,
+    description: str,
+    certificate: str,
+    private_key: str,
+    source: str,
+    key: str,
+    *,
+    inherited: IStreamServerEndpoint | None = None,
 ) -> IStreamServerEndpoint:
     """
     The endpoint to listen on for ``description``: a ``tcp:`` one with TLS from the
     ``certificate`` and ``private_key`` files if they are set, an ``ssl:`` one (``certKey``,
     ``privateKey``, ``interface``, ``backlog``) with the same TLS as ``tls.*``, anything
     else as Twisted's endpoint parser makes it. Raises :class:`ConfigError` naming ``key``.
+    With ``inherited`` (a worker's socket, already listening), that endpoint is listened
+    on instead of a new one, with the TLS ``description`` asks for.
     """
     from twisted.internet.endpoints import serverFromString
 
@@ -116,7 +125,7 @@ def listening_endpoint(
         tcp, certificate, private_key = _as_tcp(description) or (description, "", "")
         description = tcp
     try:
-        endpoint: Any = serverFromString(reactor, description)
+        endpoint: Any = inherited or serverFromString(reactor, description)
     except Exception as error:
         raise ConfigError(source, key, f"invalid endpoint {description!r}: {error}") from None
     if certificate and description.startswith("tcp:"):

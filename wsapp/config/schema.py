@@ -280,6 +280,8 @@ class Config:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     #: Where the shared state lives: ``memory`` (this process) or ``redis://host:port/db``.
     backend: str = "memory"
+    #: Processes serving the port, restarted when they die; more than 1 needs Redis.
+    workers: int = _bounded(1, 1, 256)
     #: Memory backend: JSON file keeping the counters across restarts; empty: not kept.
     state_file: str = ""
     #: Memory backend: seconds between two writes of a changed state file.
