@@ -122,7 +122,15 @@ class _Twistd(MultiService):
 
 
 def makeService(options: Options) -> MultiService:
-    """Build the server from parsed options; a bad app or endpoint exits with one line."""
+    """
+    Build the server from parsed options; a bad app or endpoint exits with one line.
+
+    Installs :mod:`wsapp.reactor` unless twistd was given another reactor (``-r``).
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        from .reactor import install
+
+        install()
     sys.path.insert(0, os.path.abspath(options["app-dir"]))
     try:
         server = ServerService(options["wsapp"], source=options["source"])
