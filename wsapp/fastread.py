@@ -87,6 +87,8 @@ class FastReceiveProtocol(WebSocketServerProtocol):
 
     #: Whether this class keeps autobahn's parsing hooks (computed once per class).
     _fast_receive_class: bool | None = None
+    #: Whether this connection's options and class allow the fast path (known once open).
+    _fast_receive: bool | None = None
     #: The ``onMessageEnd`` that delivers a message to ``_onMessage`` as this path does.
     _fast_message_end: Any = None
     # autobahn options copied from the factory onto each connection.
@@ -117,12 +119,8 @@ class FastReceiveProtocol(WebSocketServerProtocol):
             or self.inside_message
             or self.failedByMe
             or self.trackedTimings
-            or self.logOctets
-            or self.logFrames
-            or not self.applyMask
-            or self.websocket_version == 0
             or self._listeners is not None
-            or not self._keeps_autobahn_hooks()
+            or not (self._fast_receive or (self._fast_receive is None and self._allow_fast()))
         ):
             self._dataReceived(data)
             return
@@ -131,6 +129,18 @@ class FastReceiveProtocol(WebSocketServerProtocol):
         if rest:
             self.data = rest
             self.consumeData()
+
+    def _allow_fast(self) -> bool:
+        # Options fixed once the connection is open.
+        allowed = (
+            not self.logOctets
+            and not self.logFrames
+            and self.applyMask
+            and self.websocket_version != 0
+            and self._keeps_autobahn_hooks()
+        )
+        self._fast_receive = allowed
+        return allowed
 
     def _frames(self, data: bytes) -> bytes:
         """Handle the complete small frames at the start of ``data``; return what is left."""
