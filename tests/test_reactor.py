@@ -18,12 +18,16 @@ from tests.conftest import BIN, Twistd
 from wsapp.reactor import WsappReactor
 
 
-def test_reactor_plugin_is_installed() -> None:
+def test_reactor_plugin_is_installed(tmp_path: Path) -> None:
     """``twistd -r wsapp`` finds the reactor in the installed package's plugins."""
     found = {plugin.shortName: plugin for plugin in getPlugins(IReactorInstaller)}
     assert found["wsapp"].moduleName == "wsapp.reactor"
     listed = subprocess.run(
-        [str(BIN / "twistd"), "--help-reactors"], capture_output=True, text=True, timeout=60
+        [str(BIN / "twistd"), "--help-reactors"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # outside the source tree: the installed package's plugins
     )
     assert "wsapp" in listed.stdout
 
