@@ -120,6 +120,7 @@ LOOKUPS = [
     (WebSocketProtocol.onMessageEnd, "_onMessage"),
     (WebSocketAdapterProtocol._onMessageEnd, "onMessageEnd"),
     (WebSocketAdapterProtocol.dataReceived, "_dataReceived"),
+    (WebSocketProtocol.onMessageBegin, "message_is_binary"),
 ]
 #: Attributes of a server connection (autobahn) that the fast paths read or call.
 PROTOCOL_ATTRIBUTES = [
@@ -134,7 +135,6 @@ PROTOCOL_ATTRIBUTES = [
     "trafficStats",
     "trackedTimings",
     "failedByMe",
-    "message_is_binary",
     "autoFragmentSize",
     "logOctets",
     "logFrames",

@@ -13,10 +13,11 @@ from pprint import pformat
 from typing import Any
 
 from autobahn.exception import Disconnected, PayloadExceededError
-from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.tcp import Connection
+
+from .fastread import FastReceiveProtocol
 
 __all__ = ["FastServerProtocol", "write_now"]
 
@@ -111,7 +112,7 @@ class _Pretty:
         return format(str(self), spec)
 
 
-class FastServerProtocol(WebSocketServerProtocol):
+class FastServerProtocol(FastReceiveProtocol):
     """autobahn's server protocol without per-call overheads, one ``send`` per read."""
 
     #: Frames sent while handling one read, written together when it is handled.
@@ -149,7 +150,7 @@ class FastServerProtocol(WebSocketServerProtocol):
         batch: list[bytes] = []
         self._batch = batch
         try:
-            self._dataReceived(data)
+            self.receive(data)
         finally:
             self._batch = None
             if batch:
@@ -191,6 +192,8 @@ class FastServerProtocol(WebSocketServerProtocol):
                 self.trackedTimings.track("onMessage")
             self._onMessage(payload, self.message_is_binary)
         self.message_data = None
+
+    _fast_message_end = onMessageEnd
 
     def sendMessage(
         self,

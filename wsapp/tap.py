@@ -142,7 +142,13 @@ def makeService(options: Options) -> MultiService:
     """
     Build the server from parsed options; a bad app or endpoint exits with one line. With
     more than one worker, the service is their :class:`~wsapp.workers.supervisor.Supervisor`.
+
+    Installs :mod:`wsapp.reactor` unless twistd was given another reactor (``-r``).
     """
+    if "twisted.internet.reactor" not in sys.modules:
+        from .reactor import install
+
+        install()
     sys.path.insert(0, os.path.abspath(options["app-dir"]))
     settings: config.Config = options["wsapp"]
     worker = WorkerSpec.from_environment()
