@@ -4,8 +4,10 @@ The peers wsapp is measured against, each serving the counter on ``/counter``, e
 
 Both speak wsapp's counter protocol (``{"action": "plus"}`` in; ``{"type": "state", ...}``
 and ``{"type": "users", ...}`` out, broadcast to every client) and accept permessage-deflate
-with their library's defaults. The chat room is wsapp's ``say``: ``{"action": "say", "text": T}``
-in, ``{"type": "chat", "room": "lobby", "text": T, "client": ID}`` to every other member. They are written the way each library's documentation shows.
+with their library's defaults. The chat room is wsapp's ``say``: ``{"action": "say",
+"text": T}`` in, ``{"type": "chat", "room": "lobby", "text": T, "client": ID}`` to every
+other member (autobahn: one prepared message; websockets: its ``broadcast``). They are
+written the way each library's documentation shows.
 """
 
 from __future__ import annotations
