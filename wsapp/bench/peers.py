@@ -59,7 +59,7 @@ def serve_autobahn(port: int) -> None:
                 return
             if self.path == "/chat":
                 text = json.loads(payload)["text"]
-                event = chat_event(text, self.peer).encode()
+                event = chat_event(text, str(self.peer)).encode()
                 prepared = self.factory.prepareMessage(event)
                 for member in self.factory.members:
                     if member is not self:

@@ -55,7 +55,7 @@ class Client:
         self.on_message: Any = None
         self.transport: Any = None
 
-        class Listener(WSListener):  # type: ignore[misc]
+        class Listener(WSListener):
             def on_ws_connected(self, transport: Any) -> None:
                 client.transport = transport
 
@@ -213,7 +213,7 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
     for client in members:
         client.on_message = arrived
     received = sum(client.received for client in members)
-    latencies = []
+    latencies: list[float] = []
     measure = Measure(args.server_pid)
     measure.start()
     end = time.monotonic() + args.duration
