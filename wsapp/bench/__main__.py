@@ -29,7 +29,7 @@ from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
 from .servers import SERVERS
 from .suite import GENERATORS, MODES, Group, Results, run_set, workloads
-from .targets import combine, target_rows, targets_table
+from .targets import combine, spread_table, target_rows, targets_table
 from .workers import WORKERS, run_workers, workers_table
 
 __all__ = ["main"]
@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         label = "batched writes" if args.batched and gen == "wsapp" else "one frame per write"
         print(f"\n{gen} load generator ({label}), median of {args.repeat} run(s)")
         print(table(report["results"][gen], shown))
+    if args.repeat > 1:
+        print()
+        print(spread_table(report))
     for key, format_table in (
         ("workers", workers_table),
         ("scaleout", scaleout_table),

@@ -14,7 +14,7 @@ from typing import Any
 
 from .report import aligned
 
-__all__ = ["TARGETS", "combine", "spread", "target_rows", "targets_table"]
+__all__ = ["TARGETS", "combine", "spread", "spread_table", "target_rows", "targets_table"]
 
 #: label, server, workload, mode, metric, comparison (">=" / "<="), bound, of a ratio?
 TARGETS: list[tuple[str, str, str, str, str, str, float, bool]] = [
@@ -187,3 +187,32 @@ def combine(runs: list[Any], pick: Callable[[list[float]], float] = statistics.m
     if isinstance(first, bool) or not isinstance(first, int | float):
         return first
     return pick([float(run) for run in runs])
+
+
+#: The rows of :func:`spread_table`: workload, metric, label.
+SPREAD_ROWS = [
+    ("echo_50x1", "per_second", "echo 50x1, round trips/s"),
+    ("handshakes", "per_second", "handshakes/s"),
+    ("chat", "per_second", "1 KiB chat, deliveries/s"),
+    ("chat", "latency_median_ms", "1 KiB chat, median ms"),
+]
+
+
+def spread_table(report: dict[str, Any]) -> str:
+    """How the runs varied: min, median and max of a few figures, by generator and server."""
+    lines = [["figure", "mode", "generator", "server", "min", "median", "max"]]
+    results, low, high = report["results"], report["spread"]["min"], report["spread"]["max"]
+    for workload, metric, label in SPREAD_ROWS:
+        for mode in ("plain", "deflate"):
+            for gen, by_server in results.items():
+                for server in by_server:
+                    found = [
+                        part.get(server, {}).get(workload, {}).get(mode, {}).get(metric)
+                        for part in (low.get(gen, {}), by_server, high.get(gen, {}))
+                    ]
+                    if any(value is None for value in found):
+                        continue
+                    cells = [f"{value:,.0f}" if value >= 100 else f"{value:.2f}" for value in found]
+                    lines.append([label, mode, gen, server, *cells])
+    title = f"how {report['repeat']} run(s) varied"
+    return "\n".join([title, *aligned(lines, 4)])
