@@ -25,11 +25,19 @@ BIN = Path(sys.executable).parent
 
 
 #: The shipped configuration but for two limits that every benchmark client, all on
-#: 127.0.0.1, would hit: connections per address, and requests per second per connection.
+#: 127.0.0.1, would hit (connections per address, requests per second per connection), and
+#: the chat rooms without presence and join/leave events, as the peers' chat rooms are (1,000
+#: joins would otherwise cost half a million join events before the broadcast is measured).
 WSAPP_CONFIG = """\
 limits:
   max_connections_per_address: 1000000
   rate: 0
+channels:
+  namespaces:
+    chat:
+      publish: anyone
+      history_size: 100
+      history_ttl: 300.0
 """
 
 
@@ -37,7 +45,7 @@ limits:
 #: mark (the slow-consumer threshold must not change how fast replies go out).
 CONFIGS = {
     "wsapp": WSAPP_CONFIG,
-    "wsapp-hwm4m": WSAPP_CONFIG + "  high_water_mark: 4194304\n",
+    "wsapp-hwm4m": WSAPP_CONFIG.replace("limits:\n", "limits:\n  high_water_mark: 4194304\n"),
 }
 
 
