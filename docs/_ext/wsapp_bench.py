@@ -32,7 +32,7 @@ def _about(report: dict[str, Any]) -> list[nodes.Node]:
     machine, versions = report["machine"], report.get("versions", {})
     load = ", ".join(f"{value:.2f}" for value in machine["load_average"])
     kind = (
-        "a smoke run (--smoke: tiny counts and fractions of a second, to show the shape; "
+        "a smoke run (``--smoke``: tiny counts and fractions of a second, to show the shape; "
         "these figures are not measurements)"
         if report["smoke"]
         else f"a full run, {report['repeat']} time(s) over"

@@ -53,7 +53,7 @@ def workloads(smoke: bool, tiers: str) -> list[Group]:
     if smoke:
         echo, hand, tiers, many, fan = "0.3", "0.3", "5,20", "20", "0.3"
     else:
-        echo, hand, many, fan = "1.5", "1.5", "1000", "2"
+        echo, hand, many, fan = "1", "1", "1000", "2"
 
     def echo_load(clients: int, inflight: int, **more: Any) -> Workload:
         args = ("echo", "--clients", str(clients), "--inflight", str(inflight))
@@ -73,7 +73,7 @@ def workloads(smoke: bool, tiers: str) -> list[Group]:
             )
         ),
         Group(
-            (Workload("memory", ("memory", "--clients", "20" if smoke else "500"), servers=PEERS),),
+            (Workload("memory", ("memory", "--clients", "20" if smoke else "300"), servers=PEERS),),
             fresh=True,
         ),
         Group((Workload("chat", ("chat", "--clients", many, "--duration", fan), servers=PEERS),)),
