@@ -14,6 +14,7 @@ table per generator (ratios first), and writes JSON.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -165,12 +166,16 @@ def failures(report: dict[str, Any]) -> list[str]:
 
 def run_blocking_part(smoke: bool, log: Any) -> dict[str, Any] | None:
     """
-    HOOK: the blocking client against websocket-client (``wsapp.bench.blocking``, built
-    separately); None while that module is not there.
+    HOOK for the blocking client against websocket-client: ``wsapp.bench.blocking``'s
+    ``run_blocking(smoke, log) -> dict`` (its ``ratios`` feed the blocking target); None
+    while that module is not there.
     """
+    name = f"{__package__ or 'wsapp.bench'}.blocking"
     try:
-        from . import blocking  # type: ignore[attr-defined]
-    except ImportError:
+        blocking = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise  # the module is there, but something it imports is not
         return None
     result: dict[str, Any] = blocking.run_blocking(smoke, log)
     return result
