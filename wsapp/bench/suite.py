@@ -141,7 +141,6 @@ Results = dict[str, dict[str, dict[str, dict[str, Any]]]]
 
 def run_set(args: Any, log: Callable[[str], None], pin: bool) -> Results:
     """Every group on every server, mode and generator once: results by generator, server."""
-    server_cpus, load_cpus = ({0}, {1}) if pin else (None, None)
     results: Results = {gen: {name: {} for name in args.servers} for gen in args.generators}
     for group in args.groups:
         for mode in args.modes:
@@ -150,22 +149,45 @@ def run_set(args: Any, log: Callable[[str], None], pin: bool) -> Results:
                 gens = [g for g in args.generators if any(g in w.generators for w in runs)]
                 batches = [[g] for g in gens] if group.fresh else [gens]
                 for batch in batches:
-                    if not runs or not batch:
-                        continue
-                    # memory needs a fresh process per mode and generator; the others share one
-                    server = RunningServer(name, server_cpus)
-                    try:
-                        warm_up(server, mode, load_cpus, args.smoke)
-                        for workload in runs:
-                            for gen in batch:
-                                if gen not in workload.generators:
-                                    continue
-                                log(f"{name} {workload.name} {mode} ({gen} generator)")
-                                result = run_load(
-                                    server, for_server(workload, name), mode, load_cpus,
-                                    gen, args.batched,
-                                )  # fmt: skip
-                                results[gen][name].setdefault(workload.name, {})[mode] = result
-                    finally:
-                        server.stop()
+                    if runs and batch:
+                        run_batch(name, mode, runs, batch, results, args, log, pin)
     return results
+
+
+def run_batch(
+    name: str,
+    mode: str,
+    runs: list[Workload],
+    batch: list[str],
+    results: Results,
+    args: Any,
+    log: Callable[[str], None],
+    pin: bool,
+) -> None:
+    """
+    ``runs`` by each generator of ``batch`` on one fresh, warmed-up server ``name``; a
+    server that does not start or warm up is each of their results' error.
+    """
+    server_cpus, load_cpus = ({0}, {1}) if pin else (None, None)
+    server = None
+    try:
+        server = RunningServer(name, server_cpus, timeout=90)
+        warm_up(server, mode, load_cpus, args.smoke)
+        failure = None
+    except RuntimeError as error:
+        failure = {"error": str(error).splitlines()[0]}
+    try:
+        for workload in runs:
+            for gen in batch:
+                if gen not in workload.generators:
+                    continue
+                log(f"{name} {workload.name} {mode} ({gen} generator)")
+                if failure is not None or server is None:
+                    result: Any = failure
+                else:
+                    chosen = for_server(workload, name)
+                    result = run_load(server, chosen, mode, load_cpus, gen, args.batched)
+                results[gen][name].setdefault(workload.name, {})[mode] = result
+    finally:
+        if server is not None:
+            server.stop()
