@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     groups = workloads(args.smoke, "100,1000,5000" if args.full else args.tiers)
     named = {workload.name for group in groups for workload in group.workloads}
     default = (named - {"fanout"}) | {CHANNELS, WORKERS, "blocking"}
-    known = default | {SCALEOUT, "api"}
+    known = default | {SCALEOUT, "api", "fanout"}
     chosen = set(args.workloads.split(",")) - {""}
     chosen = known if chosen == {"all"} else chosen or default
     for kind, names, allowed in [
