@@ -280,9 +280,21 @@ def chat(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     """
     deadline = time.monotonic() + args.timeout
     loop.open_many(args.clients + 1, "/chat", args.deflate, deadline)
-    loop.settle(0.5, deadline)
     connections = list(loop.connections.values())
     sender, members = connections[0], connections[1:]
+    # A member is in the room once it has a first message (wsapp's "joined", or a text):
+    # say something every half second until all have one, then let it go quiet.
+    for connection in members:
+        connection.messages = 0
+    prime = masked_frame(CHAT_TEXTS[0])
+    while any(not connection.messages for connection in members):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the chat members did not all join in time")
+        sender.sock.send(prime)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            loop.poll(0.1, lambda connection, messages: None)
+    loop.settle(0.5, deadline)
     received = sum(connection.received for connection in members)
     measure = Measure(args.server_pid)
     measure.start()

@@ -201,8 +201,16 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
     from picows import WSMsgType
 
     clients = await open_many(args.clients + 1, "/chat", args.deflate, args.timeout)
-    await settle(clients, 0.5, args.timeout)
     sender, members = clients[0], clients[1:]
+    # A member is in the room once it has a first message (wsapp's "joined", or a text):
+    # say something every half second until all have one, then let it go quiet.
+    end = time.monotonic() + args.timeout
+    while any(not client.messages for client in members):
+        if time.monotonic() > end:
+            raise RuntimeError("the chat members did not all join in time")
+        sender.transport.send(WSMsgType.TEXT, CHAT_TEXTS[0])
+        await asyncio.sleep(0.5)
+    await settle(clients, 0.5, args.timeout)
     waiting = 0
     everyone: asyncio.Future[None] | None = None
 
