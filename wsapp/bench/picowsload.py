@@ -217,7 +217,8 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
     def arrived(client: Client, frame: Any) -> None:
         nonlocal waiting
         waiting -= 1
-        if not waiting and everyone is not None:
+        # <= 0: a late copy of the priming text must not leave a round waiting forever
+        if waiting <= 0 and everyone is not None and not everyone.done():
             everyone.set_result(None)
 
     for client in members:
