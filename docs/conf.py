@@ -15,7 +15,7 @@ author = "the wsapp authors"
 copyright = "the wsapp authors"
 version = release = wsapp.__version__
 
-extensions = ["sphinx.ext.autodoc", "wsapp_reference"]
+extensions = ["sphinx.ext.autodoc", "wsapp_reference", "wsapp_bench"]
 exclude_patterns = ["_build"]
 
 # Offline and quick: no inventories fetched, no external links checked.

@@ -2,16 +2,19 @@
 The benchmark's channels part: publications through the ``/channels`` app.
 
 For each configuration, a fresh ``twistd wsapp`` (and, on Redis, a fresh ``redis-server``)
-and the load of :mod:`wsapp.bench.channelload`: 10,000 channels with one subscriber each
+and the load of :mod:`wsapp.bench.channelload`: 1,000 channels with one subscriber each
 (published to by 10 client connections over the WebSocket, each waiting for its
 publication to arrive before the next), then 1,000 subscribers of one channel (one
-publication at a time). The namespace ``bench`` lets clients publish and keeps
-``history_size`` publications per channel. The configurations take turns, :data:`RUNS`
-times; the table shows each figure's median, and the ratio the history costs on Redis.
+publication at a time); then the same two loads by picows on uvloop
+(:mod:`wsapp.bench.picowsload`) as a cross-check. The namespace ``bench`` lets clients
+publish and keeps ``history_size`` publications per channel. The configurations take
+turns, :data:`RUNS` times; the table shows each figure's median, and the ratio the
+history costs on Redis.
 """
 
 from __future__ import annotations
 
+import itertools
 import resource
 import statistics
 import sys
@@ -37,6 +40,8 @@ CONFIGURATIONS = [
     ("redis-0", "redis", 0),
 ]
 LABELS = {name: f"{backend}, history {size}" for name, backend, size in CONFIGURATIONS}
+#: The load generators, each in turn on the same server: the own one, then picows.
+GENERATORS = ("wsapp", "picows")
 #: Open files the bench needs beside its connections (listening sockets, Redis, logs).
 SPARE_FILES = 200
 
@@ -81,6 +86,10 @@ def run_configuration(
         if redis:
             command += ["--redis-pid", str(redis.pid)]
         result: dict[str, Any] = run_load_generator(command, other_cpus, timeout=900)
+        # the cross-check generator, on the same server once the first one's clients left
+        command[2] = "wsapp.bench.picowsload"
+        command.insert(3, "channels")
+        result["picows"] = run_load_generator(command, other_cpus, timeout=900)
         return result
     finally:
         if server is not None:
@@ -92,11 +101,15 @@ def run_configuration(
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each figure's median over ``runs`` (the first error if any failed), with every run."""
     failed = [run for run in runs if "error" in run]
+    failed += [run["picows"] for run in runs if "error" in run.get("picows", {})]
     if failed:
         return {**failed[0], "runs": runs}
     found: dict[str, Any] = {"runs": runs}
     for part in ("memory", "many", "one"):
         found[part] = medians([run[part] for run in runs])
+    found["picows"] = {
+        part: medians([run["picows"][part] for run in runs]) for part in ("many", "one")
+    }
     return found
 
 
@@ -140,7 +153,7 @@ def run_channels(smoke: bool, pin: bool, step: Callable[[str], Any] = print) -> 
     if smoke:
         sizes, duration, repeat = {"channels": 20, "fanout": 10, "publishers": 4}, "0.3", 1
     else:
-        sizes, duration, repeat = {"channels": 10_000, "fanout": 1000, "publishers": 10}, "5", RUNS
+        sizes, duration, repeat = {"channels": 1000, "fanout": 1000, "publishers": 10}, "3", RUNS
     args = [item for key, value in sizes.items() for item in (f"--{key}", str(value))]
     args += ["--duration", duration, "--timeout", "60" if smoke else "600"]
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -182,13 +195,15 @@ def channels_table(report: dict[str, Any]) -> str:
         ("many", f"{report['channels']:,} channels x 1"),
         ("one", f"1 channel x {report['fanout']:,}"),
     ]
-    lines = [["load", "configuration", *(title for title, _ in COLUMNS)]]
+    lines = [["load", "configuration", "generator", *(title for title, _ in COLUMNS)]]
     lines[0] += ["wsapp KiB/idle sub", "redis KiB/idle sub"]
     for part, label in loads:
-        for name, backend, _ in CONFIGURATIONS:
+        for (name, backend, _), generator in itertools.product(CONFIGURATIONS, GENERATORS):
             result = report["results"].get(name, {})
+            if generator == "picows":
+                result = result.get("picows", {})
             figures = result.get(part, {})
-            line = [label, LABELS[name]]
+            line = [label, LABELS[name], generator]
             for _, key in COLUMNS:
                 shown = not (key.startswith("redis") and backend == "memory")
                 line.append(_number(figures.get(key) if shown else None))
@@ -202,7 +217,7 @@ def channels_table(report: dict[str, Any]) -> str:
         f"publishing connections), 1 channel with {report['fanout']:,} subscribers (1 "
         f"publishing), median of {report['runs_per_configuration']} run(s)"
     ]
-    text += aligned(lines, 2)
+    text += aligned(lines, 3)
     ratios = report["history_ratios"]
     for part, label in loads:
         parts = []

@@ -1,10 +1,13 @@
 """
-The peers wsapp is measured against, each serving the counter on ``/counter`` and echo on
-``/echo``: ``python -m wsapp.bench.peers autobahn|websockets PORT``.
+The peers wsapp is measured against, each serving the counter on ``/counter``, echo on
+``/echo`` and a chat room on ``/chat``: ``python -m wsapp.bench.peers autobahn|websockets PORT``.
 
 Both speak wsapp's counter protocol (``{"action": "plus"}`` in; ``{"type": "state", ...}``
 and ``{"type": "users", ...}`` out, broadcast to every client) and accept permessage-deflate
-with their library's defaults. They are written the way each library's documentation shows.
+with their library's defaults. The chat room is wsapp's ``say``: ``{"action": "say",
+"text": T}`` in, ``{"type": "chat", "room": "lobby", "text": T, "client": ID}`` to every
+other member (autobahn: one prepared message; websockets: its ``broadcast``). They are
+written the way each library's documentation shows.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ def users_event(count: int) -> str:
     return json.dumps({"type": "users", "count": count})
 
 
+def chat_event(text: str, client: str) -> str:
+    return json.dumps({"type": "chat", "room": "lobby", "text": text, "client": client})
+
+
 def serve_autobahn(port: int) -> None:
     """A bare Autobahn/Twisted server: one factory, prepared messages for broadcasts."""
     from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -39,7 +46,9 @@ def serve_autobahn(port: int) -> None:
             self.path = request.path
 
         def onOpen(self) -> None:
-            if self.path == "/counter":
+            if self.path == "/chat":
+                self.factory.members.add(self)
+            elif self.path == "/counter":
                 self.factory.clients.add(self)
                 self.sendMessage(state_event(self.factory.value).encode())
                 self.factory.broadcast(users_event(len(self.factory.clients)))
@@ -48,11 +57,20 @@ def serve_autobahn(port: int) -> None:
             if self.path == "/echo":
                 self.sendMessage(payload, isBinary)
                 return
+            if self.path == "/chat":
+                text = json.loads(payload)["text"]
+                event = chat_event(text, str(self.peer)).encode()
+                prepared = self.factory.prepareMessage(event)
+                for member in self.factory.members:
+                    if member is not self:
+                        member.sendPreparedMessage(prepared)
+                return
             action = json.loads(payload)["action"]
             self.factory.value += {"plus": 1, "minus": -1}[action]
             self.factory.broadcast(state_event(self.factory.value))
 
         def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+            self.factory.members.discard(self)
             if self in self.factory.clients:
                 self.factory.clients.discard(self)
                 self.factory.broadcast(users_event(len(self.factory.clients)))
@@ -63,6 +81,7 @@ def serve_autobahn(port: int) -> None:
         def __init__(self) -> None:
             super().__init__()
             self.clients: set[Protocol] = set()
+            self.members: set[Protocol] = set()
             self.value = 0
 
         def broadcast(self, message: str) -> None:
@@ -89,7 +108,17 @@ def serve_websockets(port: int) -> None:
     from websockets.asyncio.server import ServerConnection, broadcast, serve
 
     clients: set[ServerConnection] = set()
+    members: set[ServerConnection] = set()
     value = 0
+
+    async def chat(websocket: ServerConnection) -> None:
+        members.add(websocket)
+        try:
+            async for message in websocket:
+                event = chat_event(json.loads(message)["text"], str(websocket.id))
+                broadcast(members - {websocket}, event)
+        finally:
+            members.remove(websocket)
 
     async def counter(websocket: ServerConnection) -> None:
         nonlocal value
@@ -111,7 +140,8 @@ def serve_websockets(port: int) -> None:
 
     async def handler(websocket: ServerConnection) -> None:
         assert websocket.request is not None
-        await (echo if websocket.request.path == "/echo" else counter)(websocket)
+        path = websocket.request.path
+        await {"/echo": echo, "/chat": chat}.get(path, counter)(websocket)
 
     async def main() -> None:
         # Keepalive pings and the opening-handshake timeout are off, as in the other servers:

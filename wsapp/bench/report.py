@@ -39,12 +39,24 @@ def rows(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> I
     for mode in ("plain", "deflate"):
         for workload, label in [
             ("echo_1x1", "echo 1 client, round trips/s"),
+            ("echo_50x1", "echo 50x1, round trips/s"),
             ("echo_50x10", "echo 50x10, round trips/s"),
-            ("handshakes", "handshakes/s"),
+            ("handshakes", "handshakes/s (with closing handshake)"),
         ]:
             found = of(workload, mode)
             values = {n: _metric(r, "per_second") for n, r in found.items()}
             yield label, mode, "higher", values, client_cpu(found)
+        found = of("chat", mode)
+        members = next((int(r["clients"]) for r in found.values() if r and "clients" in r), 0)
+        for key, label, better in [
+            ("per_second", "deliveries/s", "higher"),
+            ("latency_median_ms", "median ms until all have it", "lower"),
+            ("latency_p99_ms", "p99 ms until all have it", "lower"),
+            ("wire_bytes_per_delivery", "bytes on the wire per delivery", "lower"),
+            ("server_cpu_us_per_message", "server CPU us per delivery", "lower"),
+        ]:
+            values = {n: _metric(r, key) for n, r in found.items()}
+            yield f"1 KiB chat to {members}: {label}", mode, better, values, client_cpu(found)
         for tier in sorted(fanout_tiers, key=int):
             found = of("fanout", mode, tier)
             cpu = client_cpu(found)
@@ -57,9 +69,10 @@ def rows(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> I
                 yield f"broadcast to {tier}: {label}", mode, better, values, cpu
         found = of("memory", mode)
         values = {n: _metric(r, "bytes_per_connection", 1 / 1024) for n, r in found.items()}
-        yield "idle memory, KiB per connection", mode, "lower", values, None
+        yield "memory, KiB per connection after 1 KiB", mode, "lower", values, None
         for workload, label in [
             ("echo_1x1", "echo 1 client"),
+            ("echo_50x1", "echo 50x1"),
             ("echo_50x10", "echo 50x10"),
             ("handshakes", "handshake"),
         ]:

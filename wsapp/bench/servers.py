@@ -12,18 +12,41 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SERVERS", "RunningServer", "free_port", "run_load_generator", "stop_process"]
+__all__ = [
+    "CONFIGS",
+    "SERVERS",
+    "RunningServer",
+    "free_port",
+    "run_load_generator",
+    "stop_process",
+]
 
 BIN = Path(sys.executable).parent
 
 
 #: The shipped configuration but for two limits that every benchmark client, all on
-#: 127.0.0.1, would hit: connections per address, and requests per second per connection.
+#: 127.0.0.1, would hit (connections per address, requests per second per connection), and
+#: the chat rooms without presence and join/leave events, as the peers' chat rooms are (1,000
+#: joins would otherwise cost half a million join events before the broadcast is measured).
 WSAPP_CONFIG = """\
 limits:
   max_connections_per_address: 1000000
   rate: 0
+channels:
+  namespaces:
+    chat:
+      publish: anyone
+      history_size: 100
+      history_ttl: 300.0
 """
+
+
+#: wsapp's configuration variants by server name: the shipped one, and a 4 MiB high-water
+#: mark (the slow-consumer threshold must not change how fast replies go out).
+CONFIGS = {
+    "wsapp": WSAPP_CONFIG,
+    "wsapp-hwm4m": WSAPP_CONFIG.replace("limits:\n", "limits:\n  high_water_mark: 4194304\n"),
+}
 
 
 def _wsapp(port: int) -> list[str]:
@@ -46,6 +69,7 @@ def _peer(name: str) -> object:
 #: Command line of each server by name, given its port.
 SERVERS = {
     "wsapp": _wsapp,
+    "wsapp-hwm4m": _wsapp,
     "websockets": _peer("websockets"),
     "autobahn": _peer("autobahn"),
 }
@@ -61,18 +85,19 @@ class RunningServer:
     """
     One server process, pinned to ``cpus`` when given; stop it with :meth:`stop`.
 
-    wsapp reads ``config`` (by default :data:`WSAPP_CONFIG`) as its config.yaml.
+    wsapp reads ``config`` (by default its variant's of :data:`CONFIGS`) as its config.yaml.
     """
 
     def __init__(
-        self, name: str, cpus: set[int] | None, timeout: float = 30, config: str = WSAPP_CONFIG
+        self, name: str, cpus: set[int] | None, timeout: float = 30, config: str | None = None
     ) -> None:
         self.name = name
         self.port = free_port()
         self.workdir = tempfile.TemporaryDirectory(prefix=f"wsapp-bench-{name}-")
         self.log = Path(self.workdir.name) / "server.log"
-        if name == "wsapp":
-            (Path(self.workdir.name) / "config.yaml").write_text(config)
+        if name in CONFIGS:
+            text = CONFIGS[name] if config is None else config
+            (Path(self.workdir.name) / "config.yaml").write_text(text)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 SERVERS[name](self.port),  # type: ignore[operator]

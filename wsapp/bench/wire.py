@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 __all__ = [
+    "CLOSE_FRAME",
     "Connection",
     "Loop",
     "handshake_request",
@@ -35,10 +36,17 @@ SCRATCH_VIEW = memoryview(SCRATCH)
 
 
 def masked_frame(payload: bytes, opcode: int = 1) -> bytes:
-    """A final client frame carrying ``payload`` (under 126 bytes), masked with MASK."""
-    assert len(payload) < 126
+    """A final client frame carrying ``payload`` (under 64 KiB), masked with MASK."""
+    size = len(payload)
+    assert size < 65536
     body = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + MASK + body
+    if size < 126:
+        return bytes([0x80 | opcode, 0x80 | size]) + MASK + body
+    return bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big") + MASK + body
+
+
+#: The client's Close frame: status 1000 (normal closure).
+CLOSE_FRAME = masked_frame((1000).to_bytes(2, "big"), 8)
 
 
 def handshake_request(path: str, deflate: bool) -> bytes:
@@ -76,7 +84,18 @@ def server_rss(pid: int) -> int:
 class Connection:
     """One client socket: handshake, then frames counted by :meth:`read`."""
 
-    __slots__ = ("buffer", "closed", "deflate", "fd", "messages", "open", "sock")
+    __slots__ = (
+        "buffer",
+        "close_received",
+        "closed",
+        "deflate",
+        "eof",
+        "fd",
+        "messages",
+        "open",
+        "received",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -86,6 +105,11 @@ class Connection:
         self.closed = False
         self.deflate = False
         self.messages = 0
+        #: Bytes read from the socket (the handshake response included).
+        self.received = 0
+        #: The server's Close frame arrived; the server closed the TCP connection.
+        self.close_received = False
+        self.eof = False
 
     def read(self) -> int:
         """Read what arrived; return how many complete data messages it finished."""
@@ -96,8 +120,9 @@ class Connection:
         except OSError:
             size = 0
         if not size:
-            self.closed = True
+            self.closed = self.eof = True
             return 0
+        self.received += size
         buffer = self.buffer
         length = SCRATCH[1] & 0x7F
         if (
@@ -148,7 +173,7 @@ class Connection:
             elif opcode == 9:
                 self.sock.send(masked_frame(bytes(buffer[pos + head : end]), 10))
             elif opcode == 8:
-                self.closed = True
+                self.closed = self.close_received = True
             pos = end
         del buffer[:pos]
         self.messages += done

@@ -1,0 +1,303 @@
+"""
+The cross-check load generator: ``python -m wsapp.bench.picowsload WORKLOAD --port PORT
+--server-pid PID``, the workloads of :mod:`wsapp.bench.load` written with a third-party
+client, picows on uvloop.
+
+picows writes every frame with its own ``send()`` as it is sent. It has no
+permessage-deflate of its own: with ``--deflate`` it offers the extension in the handshake
+(as browsers do), sends its own frames uncompressed (RSV1 clear, which the extension
+allows), and counts the server's compressed frames without inflating them, like the other
+generator. Prints one JSON object on stdout in the shape :mod:`wsapp.bench.load` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from .load import (
+    CHAT_TEXTS,
+    ECHO_TEXT,
+    MEMORY_TEXT,
+    Measure,
+    latency_summary,
+    print_result,
+    progress,
+)
+from .wire import DEFLATE_OFFER, HOST, server_rss
+
+__all__ = ["WORKLOADS", "main"]
+
+#: The extension offer of :mod:`wsapp.bench.wire`, as a header for picows.
+OFFER = DEFLATE_OFFER.decode().split(":", 1)[1].strip()
+
+
+def header_size(payload: int) -> int:
+    """Bytes of an unmasked server frame's header for a ``payload``-byte payload."""
+    return 2 if payload < 126 else 4 if payload < 65536 else 10
+
+
+class Client:
+    """One picows connection: counts complete data messages and the bytes of their frames."""
+
+    def __init__(self) -> None:
+        from picows import WSListener, WSMsgType
+
+        client = self
+        data = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION)
+        close = WSMsgType.CLOSE
+        self.messages = 0
+        self.received = 0
+        self.close_received = False
+        self.deflate = False
+        self.on_message: Any = None
+        self.transport: Any = None
+        #: The channel this client is a member of (the channels workload).
+        self.channel = 0
+
+        class Listener(WSListener):
+            def on_ws_connected(self, transport: Any) -> None:
+                client.transport = transport
+
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                kind = frame.msg_type
+                if kind in data:
+                    client.received += frame.payload_size + header_size(frame.payload_size)
+                    if frame.fin:
+                        client.messages += 1
+                        if client.on_message is not None:
+                            client.on_message(client, frame)
+                elif kind == close:
+                    client.close_received = True
+
+        self.listener = Listener()
+
+
+async def connect(path: str, deflate: bool) -> Client:
+    """One open connection to ``path`` on the server, offering deflate if asked."""
+    from picows import ws_connect
+
+    client = Client()
+    headers = {"Sec-WebSocket-Extensions": OFFER} if deflate else None
+    transport, _ = await ws_connect(
+        lambda: client.listener,
+        f"ws://{HOST}:{PORT}{path}",
+        extra_headers=headers,
+        websocket_handshake_timeout=None,
+    )
+    response = transport.response
+    extensions = response.headers.get("sec-websocket-extensions", "") if response else ""
+    client.deflate = "permessage-deflate" in str(extensions)
+    return client
+
+
+async def open_many(count: int, path: str, deflate: bool, timeout: float) -> list[Client]:
+    """``count`` open connections, at most 20 handshakes at a time."""
+    gate = asyncio.Semaphore(20)
+
+    async def one() -> Client:
+        async with gate:
+            return await connect(path, deflate)
+
+    return list(await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), timeout))
+
+
+async def settle(clients: list[Client], quiet: float, timeout: float) -> None:
+    """Wait until no message has arrived for ``quiet`` seconds (at most ``timeout``)."""
+    end = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < end:
+        now = sum(client.messages for client in clients)
+        if now == seen:
+            return
+        seen = now
+        await asyncio.sleep(quiet)
+
+
+async def echo(args: argparse.Namespace) -> dict[str, Any]:
+    """``clients`` connections each keep ``inflight`` echo requests outstanding."""
+    from picows import WSMsgType
+
+    clients = await open_many(args.clients, "/echo", args.deflate, args.timeout)
+    text = WSMsgType.TEXT
+    done = 0
+
+    def answer(client: Client, frame: Any) -> None:
+        nonlocal done
+        done += 1
+        client.transport.send(text, ECHO_TEXT)
+
+    for client in clients:
+        client.on_message = answer
+        for _ in range(args.inflight):
+            client.transport.send(text, ECHO_TEXT)
+    measure = Measure(args.server_pid)
+    measure.start()
+    await asyncio.sleep(args.duration)
+    result = measure.stop(done)
+    result.update(per_second=done / result["seconds"], batched=False)
+    progress(f"picows: {result['per_second']:,.0f} round trips/s")
+    for client in clients:
+        client.on_message = None
+        client.transport.disconnect()
+    return result
+
+
+async def handshakes(args: argparse.Namespace) -> dict[str, Any]:
+    """Whole WebSocket lives, ``clients`` at a time, as :func:`wsapp.bench.load.handshakes`."""
+    from picows import WSCloseCode
+
+    done = failed = 0
+    end = time.monotonic() + args.duration
+
+    async def worker() -> None:
+        nonlocal done, failed
+        while time.monotonic() < end or not done:
+            client = await connect("/echo", args.deflate)
+            client.transport.send_close(WSCloseCode.OK)
+            await asyncio.wait_for(client.transport.wait_disconnected(), args.timeout)
+            if client.close_received:
+                done += 1
+            else:
+                failed += 1
+
+    measure = Measure(args.server_pid)
+    measure.start()
+    await asyncio.gather(*(worker() for _ in range(args.clients)))
+    result = measure.stop(done)
+    result.update(per_second=done / result["seconds"], failed=failed)
+    progress(f"picows: {result['per_second']:,.0f} handshakes/s, {failed} failed")
+    return result
+
+
+async def memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Server RSS per connection that has echoed one 1 KiB message and then stays idle."""
+    from picows import WSMsgType
+
+    async def echo_once(count: int) -> list[Client]:
+        clients = await open_many(count, "/echo", args.deflate, args.timeout)
+        for client in clients:
+            client.transport.send(WSMsgType.TEXT, MEMORY_TEXT)
+        end = time.monotonic() + args.timeout
+        while sum(client.messages for client in clients) < count and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        return clients
+
+    for client in await echo_once(10):  # warm up: first-use allocations
+        client.transport.disconnect()
+    await asyncio.sleep(0.3)
+    base = server_rss(args.server_pid)
+    await echo_once(args.clients)
+    await asyncio.sleep(0.5)
+    grown = server_rss(args.server_pid) - base
+    progress(f"picows: {grown / args.clients / 1024:.1f} KiB per connection")
+    return {"connections": args.clients, "bytes_per_connection": grown / args.clients}
+
+
+async def chat(args: argparse.Namespace) -> dict[str, Any]:
+    """One sender says a 1 KiB text to ``clients`` members of a /chat room, one at a time."""
+    from picows import WSMsgType
+
+    clients = await open_many(args.clients + 1, "/chat", args.deflate, args.timeout)
+    sender, members = clients[0], clients[1:]
+    # A member is in the room once it has a first message (wsapp's "joined", or a text):
+    # say something every half second until all have one, then let it go quiet.
+    end = time.monotonic() + args.timeout
+    while any(not client.messages for client in members):
+        if time.monotonic() > end:
+            raise RuntimeError("the chat members did not all join in time")
+        sender.transport.send(WSMsgType.TEXT, CHAT_TEXTS[0])
+        await asyncio.sleep(0.5)
+    await settle(clients, 0.5, args.timeout)
+    waiting = 0
+    everyone: asyncio.Future[None] | None = None
+
+    def arrived(client: Client, frame: Any) -> None:
+        nonlocal waiting
+        waiting -= 1
+        # <= 0: a late copy of the priming text must not leave a round waiting forever
+        if waiting <= 0 and everyone is not None and not everyone.done():
+            everyone.set_result(None)
+
+    for client in members:
+        client.on_message = arrived
+    received = sum(client.received for client in members)
+    latencies: list[float] = []
+    measure = Measure(args.server_pid)
+    measure.start()
+    end = time.monotonic() + args.duration
+    loop = asyncio.get_running_loop()
+    while time.monotonic() < end or not latencies:
+        waiting, everyone = len(members), loop.create_future()
+        started = time.perf_counter()
+        sender.transport.send(WSMsgType.TEXT, CHAT_TEXTS[len(latencies) % len(CHAT_TEXTS)])
+        await asyncio.wait_for(everyone, args.timeout)
+        latencies.append(time.perf_counter() - started)
+    result = measure.stop(len(latencies) * len(members))
+    wire = sum(client.received for client in members) - received
+    result.update(latency_summary(latencies))
+    result.update(
+        clients=len(members),
+        per_second=result["delivered"] / result["seconds"],
+        wire_bytes_per_delivery=wire / max(result["delivered"], 1),
+        deflate=any(client.deflate for client in members),
+        reconnected=0,
+    )
+    progress(
+        f"picows: chat to {len(members)}: median {result['latency_median_ms']:.2f} ms, "
+        f"{result['per_second']:,.0f} deliveries/s"
+    )
+    return result
+
+
+PORT = 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    global PORT
+    parser = argparse.ArgumentParser(prog="python -m wsapp.bench.picowsload")
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--redis-pid", type=int, default=None)
+    parser.add_argument("--channels", type=int, default=1000, help="one subscriber each")
+    parser.add_argument("--fanout", type=int, default=1000, help="subscribers of one channel")
+    parser.add_argument("--publishers", type=int, default=10, help="connections publishing")
+    args, _ = parser.parse_known_args(argv)
+    PORT = args.port
+    import uvloop
+
+    def run() -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = uvloop.run(WORKLOADS[args.workload](args))
+        except TimeoutError as error:
+            raise RuntimeError(f"{args.workload} timed out") from error
+        return result
+
+    print_result(run)
+
+
+async def channels(args: argparse.Namespace) -> dict[str, Any]:
+    """The publications of :mod:`wsapp.bench.channelload`: see :mod:`.picowschannels`."""
+    from .picowschannels import channels_load
+
+    return await channels_load(args)
+
+
+WORKLOADS = {
+    "echo": echo,
+    "handshakes": handshakes,
+    "memory": memory,
+    "chat": chat,
+    "channels": channels,
+}
+
+if __name__ == "__main__":
+    main()
