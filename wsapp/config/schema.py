@@ -50,8 +50,9 @@ class CompressionConfig:
     #: LZ77 window of server-to-client messages, 9 to 15 bits.
     server_max_window_bits: int = _bounded(12, 9, 15)
     #: LZ77 window requested for client-to-server messages, 9 to 15 bits.
-    client_max_window_bits: int = _bounded(15, 9, 15)
-    server_no_context_takeover: bool = False
+    client_max_window_bits: int = _bounded(12, 9, 15)
+    #: Compress every server message on its own: one compressor serves the process.
+    server_no_context_takeover: bool = True
     client_no_context_takeover: bool = False
     #: Events (JSON sent by ``send_event`` and ``broadcast``) shorter than this many bytes
     #: are sent uncompressed, framed once per broadcast: deflate gains nothing on them and
