@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from autobahn.websocket.compress import (
     PerMessageDeflate,
@@ -131,14 +132,15 @@ class LeveledPerMessageDeflate(PerMessageDeflate):
             self._compressor = zlib.compressobj(self.level, zlib.DEFLATED, -window, self.mem_level)
 
     def end_compress_message(self) -> bytes:
+        compressor: Any = self._compressor
         shared = self._shared
         if shared is not None:
-            data = self._compressor.flush(zlib.Z_FULL_FLUSH)
+            data: bytes = compressor.flush(zlib.Z_FULL_FLUSH)
             shared.busy = False
             self._shared = None
             self._compressor = None
             return data[:-4]
-        data = self._compressor.flush(zlib.Z_SYNC_FLUSH)
+        data = compressor.flush(zlib.Z_SYNC_FLUSH)
         if self._is_server and self.server_no_context_takeover:
             self._compressor = None  # nothing to keep between messages
         return data[:-4]
