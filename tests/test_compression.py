@@ -174,6 +174,7 @@ async def test_negotiation_with_browser_websockets_and_autobahn_offers(server: S
     assert json.loads(inflated) == {"text": TEXTS[0]}
     (connection,) = [c for c in server.factory("/echo").registry]
     assert connection.websocket_extensions_in_use[0].client_max_window_bits == 12
+    assert connection._perMessageCompress._compressor is None  # none kept between messages
 
     async def websockets_client() -> str:
         async with websockets.connect(server.url("/echo")) as client:
@@ -189,3 +190,23 @@ async def test_negotiation_with_browser_websockets_and_autobahn_offers(server: S
     assert negotiated.server_no_context_takeover and negotiated.server_max_window_bits == 12
     autobahn.sendClose()
     await autobahn.factory.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_no_context_takeover_frees_the_inflater(start_server: Any) -> None:
+    """With client_no_context_takeover a connection keeps no zlib stream between messages."""
+    compression = CompressionConfig(client_no_context_takeover=True)
+    server: Server = start_server(replace(Config(), compression=compression))
+
+    async def echo() -> str:
+        async with websockets.connect(server.url("/echo")) as client:
+            for text in TEXTS[:2]:
+                await client.send(json.dumps({"text": text}))
+                assert json.loads(await client.recv()) == {"text": text}
+            (connection,) = list(server.factory("/echo").registry)
+            negotiated = connection._perMessageCompress
+            assert negotiated._compressor is None and negotiated._decompressor is None
+            return str(client.response.headers["Sec-WebSocket-Extensions"])
+
+    header = await aio(echo())
+    assert "client_no_context_takeover" in header
