@@ -72,6 +72,24 @@ def test_streamed_messages_do_not_share_a_busy_compressor() -> None:
     assert not shared_compressor(6, 12, 5).busy
 
 
+def test_a_broadcast_while_a_message_is_streamed_and_an_abandoned_message() -> None:
+    """A broadcast compressed mid-stream leaves the stream whole; an abandoned one is dropped."""
+    streamed = LeveledPerMessageDeflate(True, True, False, 12, 12, 5)
+    streamed.start_compress_message()
+    head = streamed.compress_message_data(TEXTS[0].encode())
+    frame, _ = compressed_frame(TEXTS[1].encode(), streamed)
+    head += streamed.end_compress_message()
+    tail = b"\x00\x00\xff\xff"
+    assert zlib.decompressobj(-12).decompress(head + tail) == TEXTS[0].encode()
+    ((_, payload),) = read_frames(frame)
+    assert zlib.decompressobj(-12).decompress(payload + tail) == TEXTS[1].encode()
+    streamed.start_compress_message()
+    streamed.compress_message_data(TEXTS[2].encode())
+    streamed.start_compress_message()  # the previous message was abandoned
+    data = streamed.compress_message_data(TEXTS[3].encode()) + streamed.end_compress_message()
+    assert zlib.decompressobj(-12).decompress(data + tail) == TEXTS[3].encode()
+
+
 def read_frames(data: bytes) -> list[tuple[int, bytes]]:
     """The whole server frames at the start of ``data``: (first octet, payload)."""
     frames, start = [], 0

@@ -47,16 +47,23 @@ class SharedCompressor:
     bytes are those of a fresh compressor's (autobahn's with no context takeover).
     """
 
-    __slots__ = ("busy", "zlib")
+    __slots__ = ("busy", "parameters", "zlib")
 
     def __init__(self, level: int, window_bits: int, memory_level: int) -> None:
-        self.zlib = zlib.compressobj(level, zlib.DEFLATED, -window_bits, memory_level)
+        self.parameters = (level, zlib.DEFLATED, -window_bits, memory_level)
+        self.zlib = zlib.compressobj(*self.parameters)
         #: Whether a message is being compressed with it (autobahn's streaming API).
         self.busy = False
 
     def compress(self, payload: bytes) -> bytes:
         """``payload`` compressed as one message, without the 4-octet tail."""
-        return (self.zlib.compress(payload) + self.zlib.flush(zlib.Z_FULL_FLUSH))[:-4]
+        compressor = zlib.compressobj(*self.parameters) if self.busy else self.zlib
+        return (compressor.compress(payload) + compressor.flush(zlib.Z_FULL_FLUSH))[:-4]
+
+    def reset(self) -> None:
+        """Drop a message that was started and never ended."""
+        self.zlib = zlib.compressobj(*self.parameters)
+        self.busy = False
 
 
 _SHARED: dict[tuple[int, int, int], SharedCompressor] = {}
@@ -119,7 +126,7 @@ class LeveledPerMessageDeflate(PerMessageDeflate):
         else:
             renew, window = self.client_no_context_takeover, self.client_max_window_bits
         if self._shared is not None:  # a message that never ended
-            self._shared.busy = False
+            self._shared.reset()
             self._shared = None
         if self._is_server and renew:
             shared = shared_compressor(self.level, window, self.mem_level)
