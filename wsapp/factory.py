@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from .backends import Backend, PresenceChange
 from .channels import Position, Publication, check_channel_name, namespace_of
-from .compression import server_accept
+from .compression import LeveledPerMessageDeflate, compressed_frame, server_accept
 from .config import AppConfig, ChannelsConfig, CompressionConfig, NamespaceConfig
 from .exceptions import MessageError
 from .guard import Guard
@@ -210,35 +210,49 @@ class ServerFactory(WebSocketServerFactory):
         Send ``event`` to ``connections``, encoded and framed once; return how many got it.
 
         Below ``compression.min_size`` bytes it goes out uncompressed everywhere; larger
-        events are compressed per connection where deflate was negotiated. A slow consumer
-        (past ``limits.high_water_mark``) gets it through its gate, keyed by ``channel`` and
-        the event's type.
+        events are compressed once for every deflate connection with the same window, and
+        each of those connections' own compressor starts its next message afresh. A slow
+        consumer (past ``limits.high_water_mark``) gets it through its gate, keyed by
+        ``channel`` and the event's type.
         """
         payload = encode(event)
-        prepared = self.prepareMessage(
-            payload, doNotCompress=len(payload) < self.compression.min_size
-        )
+        size = len(payload)
+        small = size < self.compression.min_size
+        prepared = self.prepareMessage(payload, doNotCompress=small)
         key = (channel, event.get("type"))
-        frame, plain = prepared.payloadHybi, prepared.doNotCompress
+        frame = prepared.payloadHybi
+        compressed: dict[int, tuple[bytes, int]] = {}
         sent = framed = 0
         for connection in connections:
             if connection.state != connection.STATE_OPEN:
                 continue
             sent += 1
-            # sendPreparedMessage, inlined: the frame as is, or compressed for this client
-            uncompressed = plain or connection._perMessageCompress is None
             gate = connection.gate
             if gate is not None and gate.paused:
                 gate.hold(key, prepared)
-            elif uncompressed:
+                continue
+            framed += 1
+            negotiated = connection._perMessageCompress
+            if small or negotiated is None:
                 connection.sendData(frame)
-            else:
+                continue
+            if not isinstance(negotiated, LeveledPerMessageDeflate):
                 connection.sendMessage(payload)  # counts itself in the metrics
-            if uncompressed:
-                framed += 1
+                framed -= 1
+                continue
+            bits = negotiated.server_max_window_bits
+            found = compressed.get(bits)
+            if found is None:
+                found = compressed[bits] = compressed_frame(payload, negotiated)
+            negotiated.forget_context()
+            connection.sendData(found[0])
+            stats = connection.trafficStats
+            stats.outgoingWebSocketMessages += 1
+            stats.outgoingOctetsAppLevel += size
+            stats.outgoingOctetsWebSocketLevel += found[1]
         metrics = self.metrics
         metrics.broadcasts += 1
         metrics.broadcast_recipients += sent
         metrics.messages_out += framed
-        metrics.bytes_out += framed * len(payload)
+        metrics.bytes_out += framed * size
         return sent

@@ -49,9 +49,12 @@ class CompressionConfig:
     memory_level: int = _bounded(5, 1, 9)
     #: LZ77 window of server-to-client messages, 9 to 15 bits.
     server_max_window_bits: int = _bounded(12, 9, 15)
-    #: LZ77 window requested for client-to-server messages, 9 to 15 bits.
-    client_max_window_bits: int = _bounded(15, 9, 15)
-    server_no_context_takeover: bool = False
+    #: LZ77 window asked of clients that offer one, 9 to 15 bits: bounds each inflater.
+    client_max_window_bits: int = _bounded(12, 9, 15)
+    #: Server messages stand alone: one compressor per process, broadcasts compressed
+    #: once. False: a compressor per connection (about 38 KiB), with history.
+    server_no_context_takeover: bool = True
+    #: Ask clients for standalone messages: each inflater is freed between messages.
     client_no_context_takeover: bool = False
     #: Events (JSON sent by ``send_event`` and ``broadcast``) shorter than this many bytes
     #: are sent uncompressed, framed once per broadcast: deflate gains nothing on them and
