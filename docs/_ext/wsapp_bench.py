@@ -4,7 +4,7 @@ The performance page's figures, rendered from a results file of ``python -m wsap
 
 ``.. wsapp-bench:: PART`` with PART one of ``about`` (the run: command, machine, versions,
 smoke or not), ``targets``, ``tables`` (one per load generator), ``spread`` (how the runs
-varied), ``workers`` and ``channels``; the file is ``docs/_data/bench.json``.
+varied), ``workers``, ``channels`` and ``blocking``; the file is ``docs/_data/bench.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
+from wsapp.bench.blocking import blocking_table
 from wsapp.bench.channels import channels_table
 from wsapp.bench.report import table
 from wsapp.bench.targets import spread_table, targets_table
@@ -25,7 +26,7 @@ from wsapp.bench.workers import workers_table
 __all__ = ["setup"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "_data" / "bench.json"
-PARTS = ("about", "targets", "tables", "spread", "workers", "channels")
+PARTS = ("about", "targets", "tables", "spread", "workers", "channels", "blocking")
 
 
 def _about(report: dict[str, Any]) -> list[nodes.Node]:
@@ -94,7 +95,7 @@ class BenchDirective(SphinxDirective):
             return [_block(spread_table(report))]
         if part not in report:
             return [nodes.paragraph(text=f"This run has no {part} part.")]
-        render = workers_table if part == "workers" else channels_table
+        render = {"workers": workers_table, "blocking": blocking_table}.get(part, channels_table)
         return [_block(render(report[part]))]
 
 

@@ -14,7 +14,6 @@ table per generator (ratios first), and writes JSON.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -25,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from .api import run_api_bench
+from .blocking import blocking_table, run_blocking
 from .channels import CHANNELS, channels_table, run_channels
 from .report import table
 from .scaleout import SCALEOUT, run_scaleout, scaleout_table
@@ -164,21 +164,9 @@ def failures(report: dict[str, Any]) -> list[str]:
     return failed
 
 
-def run_blocking_part(smoke: bool, log: Any) -> dict[str, Any] | None:
-    """
-    HOOK for the blocking client against websocket-client: ``wsapp.bench.blocking``'s
-    ``run_blocking(smoke, log) -> dict`` (its ``ratios`` feed the blocking target); None
-    while that module is not there.
-    """
-    name = f"{__package__ or 'wsapp.bench'}.blocking"
-    try:
-        blocking = importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name != name:
-            raise  # the module is there, but something it imports is not
-        return None
-    result: dict[str, Any] = blocking.run_blocking(smoke, log)
-    return result
+def run_blocking_part(smoke: bool, log: Any) -> dict[str, Any]:
+    """The blocking client against websocket-client (its ``ratios`` feed the blocking target)."""
+    return run_blocking(smoke, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         ("workers", workers_table),
         ("scaleout", scaleout_table),
         ("channels", channels_table),
+        ("blocking", blocking_table),
     ):
         if key in report:
             print()
