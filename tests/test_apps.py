@@ -131,3 +131,26 @@ async def test_wsapp_client_offers_deflate_with_configured_windows(server: Serve
     (server_side,) = list(factory.registry)
     assert server_side._perMessageCompress.level == 6
     assert server_side._perMessageCompress.mem_level == 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_larger_than_the_accepted_message_size_is_sent(start_server: Any) -> None:
+    """max_message_size bounds what clients send: a join whose history exceeds it arrives."""
+    chat = AppConfig("wsapp.apps.chat:ChatProtocol", max_message_size=4096)
+    server = start_server(Config(apps={"/chat": chat}))
+    sender = await connect(server.url("/chat"))
+    await sender.next_of("joined")
+    texts = [f"{index:02d}" + "x" * 998 for index in range(10)]
+    for index, text in enumerate(texts):
+        sender.send_action("say", text=text, id=str(index))
+        await sender.next_of("sent")
+
+    async def join() -> Any:
+        async with websockets.connect(
+            server.url("/chat"), max_size=2**20, compression=None
+        ) as websocket:
+            return json.loads(await websocket.recv())
+
+    joined = await aio(join())
+    assert joined["type"] == "joined"
+    assert [message["text"] for message in joined["messages"]] == texts

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pprint import pformat
 from typing import Any
 
-from autobahn.exception import Disconnected, PayloadExceededError
+from autobahn.exception import Disconnected
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.tcp import Connection
@@ -215,9 +215,14 @@ class FastServerProtocol(FastReceiveProtocol):
             or self.trackedTimings
             or self.logFrames
             or self.maskServerFrames
-            or 0 < self.maxMessagePayloadSize < size
         ):
-            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+            # The size limits bound what a client may send (autobahn applies the message
+            # limit to what the server sends as well): lift it for this call.
+            limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+            try:
+                super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+            finally:
+                self.maxMessagePayloadSize = limit
             return
         if self.state != self.STATE_OPEN:
             raise Disconnected("Attempt to send on a closed protocol")
@@ -231,12 +236,6 @@ class FastServerProtocol(FastReceiveProtocol):
             payload = compressor.compress_message_data(payload) + compressor.end_compress_message()
             size = len(payload)
             first |= 0x40  # RSV1: a compressed message
-            if 0 < self.maxMessagePayloadSize < size:
-                self.wasMaxMessagePayloadSizeExceeded = True
-                raise PayloadExceededError(
-                    f"tried to send WebSocket message with size {size} exceeding payload "
-                    f"limit of {self.maxMessagePayloadSize} octets"
-                )
         stats.outgoingOctetsWebSocketLevel += size
         if size < 126:
             header = bytes((first, size))
