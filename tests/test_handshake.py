@@ -133,6 +133,7 @@ def test_twisteds_text_observer_uses_the_timestamp_cache() -> None:
     """textFileLogObserver (twistd's log) still looks formatTime up where wsapp replaced it."""
     from twisted.logger import textFileLogObserver
 
+    accesslog.install_timestamp_cache()
     out = io.StringIO()
     before = accesslog._second.cache_info()
     textFileLogObserver(out)({"log_format": "x", "log_time": 1e9 + 1.5})
@@ -149,6 +150,7 @@ def test_cached_timestamps_are_twisteds_text(format: str) -> None:
     """The observers' timestamp cache gives Twisted's own text, within a second and across."""
     from twisted.logger import _file
 
+    accesslog.install_timestamp_cache()
     assert _file.formatTime is accesslog._cached_format_time  # type: ignore[attr-defined]
     now = time.time()
     for when in (now, now + 0.25, now + 0.999, now + 1, 0.5, 1e9 + 0.75):

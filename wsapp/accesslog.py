@@ -96,6 +96,3 @@ def install_timestamp_cache() -> None:
     the one place changed, and the text it produces is the same.
     """
     twisted_file_log.formatTime = _cached_format_time  # type: ignore[attr-defined]
-
-
-install_timestamp_cache()

@@ -14,6 +14,7 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from . import config
+from .accesslog import install_timestamp_cache
 from .exceptions import ConfigError, StateFileError
 from .service import ServerService
 from .workers.peers import WorkerSpec
@@ -143,12 +144,14 @@ def makeService(options: Options) -> MultiService:
     Build the server from parsed options; a bad app or endpoint exits with one line. With
     more than one worker, the service is their :class:`~wsapp.workers.supervisor.Supervisor`.
 
-    Installs :mod:`wsapp.reactor` unless twistd was given another reactor (``-r``).
+    Installs :mod:`wsapp.reactor` unless twistd was given another reactor (``-r``), and
+    has twistd's log format each second's timestamp once.
     """
     if "twisted.internet.reactor" not in sys.modules:
         from .reactor import install
 
         install()
+    install_timestamp_cache()
     sys.path.insert(0, os.path.abspath(options["app-dir"]))
     settings: config.Config = options["wsapp"]
     worker = WorkerSpec.from_environment()
