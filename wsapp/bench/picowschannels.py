@@ -12,10 +12,9 @@ import asyncio
 import time
 from typing import Any
 
-from . import picowsload
 from .channelload import DATA, NAMESPACE, PATH
 from .load import latency_summary, progress
-from .picowsload import Client, open_many, settle
+from .picowsclient import Client, open_many, settle
 from .scaleload import Usage
 
 __all__ = ["channels_load"]
@@ -28,8 +27,6 @@ async def channels_load(args: argparse.Namespace) -> dict[str, Any]:
     """
     from picows import WSMsgType
 
-    # run as ``python -m``, picowsload is __main__: this import is a second copy to set up
-    picowsload.PORT = args.port
     text = WSMsgType.TEXT
     loop = asyncio.get_running_loop()
 
@@ -101,13 +98,13 @@ async def channels_load(args: argparse.Namespace) -> dict[str, Any]:
         )
         return result
 
-    clients = await open_many(args.channels + args.publishers, PATH, False, args.timeout)
+    clients = await open_many(args.port, args.channels + args.publishers, PATH, False, args.timeout)
     publishers, subscribers = clients[: args.publishers], clients[args.publishers :]
     names = [f"{NAMESPACE}:{index}" for index in range(args.channels)]
     await subscribe(subscribers, names)
     many = await publish(publishers, [[client] for client in subscribers], names)
     progress(f"picows: many: {many['deliveries_per_second']:,.0f} deliveries/s")
-    fanout = await open_many(args.fanout, PATH, False, args.timeout)
+    fanout = await open_many(args.port, args.fanout, PATH, False, args.timeout)
     everyone = f"{NAMESPACE}:all"
     await subscribe(fanout, [everyone] * len(fanout))
     one = await publish(publishers[:1], [fanout], [everyone])

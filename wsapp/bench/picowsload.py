@@ -26,101 +26,18 @@ from .load import (
     print_result,
     progress,
 )
-from .wire import DEFLATE_OFFER, HOST, server_rss
+from .picowschannels import channels_load
+from .picowsclient import Client, connect, open_many, settle
+from .wire import server_rss
 
 __all__ = ["WORKLOADS", "main"]
-
-#: The extension offer of :mod:`wsapp.bench.wire`, as a header for picows.
-OFFER = DEFLATE_OFFER.decode().split(":", 1)[1].strip()
-
-
-def header_size(payload: int) -> int:
-    """Bytes of an unmasked server frame's header for a ``payload``-byte payload."""
-    return 2 if payload < 126 else 4 if payload < 65536 else 10
-
-
-class Client:
-    """One picows connection: counts complete data messages and the bytes of their frames."""
-
-    def __init__(self) -> None:
-        from picows import WSListener, WSMsgType
-
-        client = self
-        data = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION)
-        close = WSMsgType.CLOSE
-        self.messages = 0
-        self.received = 0
-        self.close_received = False
-        self.deflate = False
-        self.on_message: Any = None
-        self.transport: Any = None
-        #: The channel this client is a member of (the channels workload).
-        self.channel = 0
-
-        class Listener(WSListener):
-            def on_ws_connected(self, transport: Any) -> None:
-                client.transport = transport
-
-            def on_ws_frame(self, transport: Any, frame: Any) -> None:
-                kind = frame.msg_type
-                if kind in data:
-                    client.received += frame.payload_size + header_size(frame.payload_size)
-                    if frame.fin:
-                        client.messages += 1
-                        if client.on_message is not None:
-                            client.on_message(client, frame)
-                elif kind == close:
-                    client.close_received = True
-
-        self.listener = Listener()
-
-
-async def connect(path: str, deflate: bool) -> Client:
-    """One open connection to ``path`` on the server, offering deflate if asked."""
-    from picows import ws_connect
-
-    client = Client()
-    headers = {"Sec-WebSocket-Extensions": OFFER} if deflate else None
-    transport, _ = await ws_connect(
-        lambda: client.listener,
-        f"ws://{HOST}:{PORT}{path}",
-        extra_headers=headers,
-        websocket_handshake_timeout=None,
-    )
-    response = transport.response
-    extensions = response.headers.get("sec-websocket-extensions", "") if response else ""
-    client.deflate = "permessage-deflate" in str(extensions)
-    return client
-
-
-async def open_many(count: int, path: str, deflate: bool, timeout: float) -> list[Client]:
-    """``count`` open connections, at most 20 handshakes at a time."""
-    gate = asyncio.Semaphore(20)
-
-    async def one() -> Client:
-        async with gate:
-            return await connect(path, deflate)
-
-    return list(await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), timeout))
-
-
-async def settle(clients: list[Client], quiet: float, timeout: float) -> None:
-    """Wait until no message has arrived for ``quiet`` seconds (at most ``timeout``)."""
-    end = time.monotonic() + timeout
-    seen = -1
-    while time.monotonic() < end:
-        now = sum(client.messages for client in clients)
-        if now == seen:
-            return
-        seen = now
-        await asyncio.sleep(quiet)
 
 
 async def echo(args: argparse.Namespace) -> dict[str, Any]:
     """``clients`` connections each keep ``inflight`` echo requests outstanding."""
     from picows import WSMsgType
 
-    clients = await open_many(args.clients, "/echo", args.deflate, args.timeout)
+    clients = await open_many(args.port, args.clients, "/echo", args.deflate, args.timeout)
     text = WSMsgType.TEXT
     done = 0
 
@@ -155,7 +72,7 @@ async def handshakes(args: argparse.Namespace) -> dict[str, Any]:
     async def worker() -> None:
         nonlocal done, failed
         while time.monotonic() < end or not done:
-            client = await connect("/echo", args.deflate)
+            client = await connect(args.port, "/echo", args.deflate)
             client.transport.send_close(WSCloseCode.OK)
             await asyncio.wait_for(client.transport.wait_disconnected(), args.timeout)
             if client.close_received:
@@ -177,7 +94,7 @@ async def memory(args: argparse.Namespace) -> dict[str, Any]:
     from picows import WSMsgType
 
     async def echo_once(count: int) -> list[Client]:
-        clients = await open_many(count, "/echo", args.deflate, args.timeout)
+        clients = await open_many(args.port, count, "/echo", args.deflate, args.timeout)
         for client in clients:
             client.transport.send(WSMsgType.TEXT, MEMORY_TEXT)
         end = time.monotonic() + args.timeout
@@ -200,7 +117,7 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
     """One sender says a 1 KiB text to ``clients`` members of a /chat room, one at a time."""
     from picows import WSMsgType
 
-    clients = await open_many(args.clients + 1, "/chat", args.deflate, args.timeout)
+    clients = await open_many(args.port, args.clients + 1, "/chat", args.deflate, args.timeout)
     sender, members = clients[0], clients[1:]
     # A member is in the room once it has a first message (wsapp's "joined", or a text):
     # say something every half second until all have one, then let it go quiet.
@@ -252,11 +169,7 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-PORT = 0
-
-
 def main(argv: list[str] | None = None) -> None:
-    global PORT
     parser = argparse.ArgumentParser(prog="python -m wsapp.bench.picowsload")
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--port", type=int, required=True)
@@ -271,7 +184,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fanout", type=int, default=1000, help="subscribers of one channel")
     parser.add_argument("--publishers", type=int, default=10, help="connections publishing")
     args, _ = parser.parse_known_args(argv)
-    PORT = args.port
     import uvloop
 
     def run() -> dict[str, Any]:
@@ -284,19 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     print_result(run)
 
 
-async def channels(args: argparse.Namespace) -> dict[str, Any]:
-    """The publications of :mod:`wsapp.bench.channelload`: see :mod:`.picowschannels`."""
-    from .picowschannels import channels_load
-
-    return await channels_load(args)
-
-
 WORKLOADS = {
     "echo": echo,
     "handshakes": handshakes,
     "memory": memory,
     "chat": chat,
-    "channels": channels,
+    "channels": channels_load,
 }
 
 if __name__ == "__main__":
