@@ -299,13 +299,11 @@ def chat(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     measure = Measure(args.server_pid)
     measure.start()
     latencies = timed_broadcasts(loop, members, args, deadline, CHAT_TEXTS, sender)
-    result = measure.stop(len(latencies) * len(members))
-    wire = sum(connection.received for connection in members) - received
-    result.update(latency_summary(latencies))
-    result.update(
-        clients=len(members),
-        per_second=result["delivered"] / result["seconds"],
-        wire_bytes_per_delivery=wire / max(result["delivered"], 1),
+    result = chat_result(
+        measure.stop(len(latencies) * len(members)),
+        latencies,
+        len(members),
+        wire=sum(connection.received for connection in members) - received,
         deflate=any(connection.deflate for connection in members),
         reconnected=loop.retried,
     )
@@ -313,6 +311,30 @@ def chat(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
         f"chat to {len(members)}: median {result['latency_median_ms']:.2f} ms, "
         f"{result['per_second']:,.0f} deliveries/s, "
         f"{result['wire_bytes_per_delivery']:,.0f} bytes on the wire each"
+    )
+    return result
+
+
+def chat_result(
+    result: dict[str, Any],
+    latencies: list[float],
+    clients: int,
+    *,
+    wire: int,
+    deflate: bool,
+    reconnected: int,
+) -> dict[str, Any]:
+    """
+    A chat round's ``result`` (of :meth:`Measure.stop`) with its latencies, rate and the
+    ``wire`` bytes its ``clients`` members received.
+    """
+    result.update(latency_summary(latencies))
+    result.update(
+        clients=clients,
+        per_second=result["delivered"] / result["seconds"],
+        wire_bytes_per_delivery=wire / max(result["delivered"], 1),
+        deflate=deflate,
+        reconnected=reconnected,
     )
     return result
 

@@ -22,7 +22,7 @@ from .load import (
     ECHO_TEXT,
     MEMORY_TEXT,
     Measure,
-    latency_summary,
+    chat_result,
     print_result,
     progress,
 )
@@ -152,13 +152,11 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
         sender.transport.send(WSMsgType.TEXT, CHAT_TEXTS[len(latencies) % len(CHAT_TEXTS)])
         await asyncio.wait_for(everyone, args.timeout)
         latencies.append(time.perf_counter() - started)
-    result = measure.stop(len(latencies) * len(members))
-    wire = sum(client.received for client in members) - received
-    result.update(latency_summary(latencies))
-    result.update(
-        clients=len(members),
-        per_second=result["delivered"] / result["seconds"],
-        wire_bytes_per_delivery=wire / max(result["delivered"], 1),
+    result = chat_result(
+        measure.stop(len(latencies) * len(members)),
+        latencies,
+        len(members),
+        wire=sum(client.received for client in members) - received,
         deflate=any(client.deflate for client in members),
         reconnected=0,
     )
