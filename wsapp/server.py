@@ -338,9 +338,7 @@ class ServerProtocol(IdentityMixin):
         bounded because the server stops reading its requests meanwhile.
         """
         if self.state == self.STATE_OPEN:
-            payload = encode(event)
-            small = len(payload) < self.factory.compression.min_size
-            self.sendMessage(payload, doNotCompress=small)
+            self.sendMessage(encode(event))
 
     def sendMessage(
         self,
@@ -350,7 +348,9 @@ class ServerProtocol(IdentityMixin):
         sync: bool = False,
         doNotCompress: bool = False,
     ) -> None:
-        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        """Send one message; under ``compression.min_size`` bytes it is never compressed."""
+        small = len(payload) < self.factory.compression.min_size
+        super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress or small)
         metrics = self.factory.metrics
         metrics.messages_out += 1
         metrics.bytes_out += len(payload)

@@ -56,9 +56,9 @@ class CompressionConfig:
     server_no_context_takeover: bool = True
     #: Ask clients for standalone messages: each inflater is freed between messages.
     client_no_context_takeover: bool = False
-    #: Events (JSON sent by ``send_event`` and ``broadcast``) shorter than this many bytes
-    #: are sent uncompressed, framed once per broadcast: deflate gains nothing on them and
-    #: costs a compressor each. Other messages, such as echoes, follow the negotiation.
+    #: Messages the server sends shorter than this many bytes go uncompressed (RFC 7692
+    #: lets a sender choose per message; broadcasts are then framed once for all):
+    #: deflate gains nothing on them and costs CPU on both ends. 0: compress every one.
     min_size: int = _bounded(256, 0, 1 << 31)
 
 
