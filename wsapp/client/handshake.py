@@ -50,12 +50,12 @@ def open_protocol(
     max_message_size: int,
     headers: Mapping[str, str] | None,
     origin: str | None,
-) -> tuple[Transport, ClientProtocol, list[Any]]:
+) -> tuple[Transport, ClientProtocol, bytes]:
     """
     Connect and complete the upgrade within ``timeout`` seconds.
 
-    Return the transport, the open protocol and the events that arrived with the
-    response (the server's first messages). Raises :class:`ValueError` for a URL that is
+    Return the transport, the open protocol and the bytes that arrived after the
+    response (the start of the server's first frames). Raises :class:`ValueError` for a URL that is
     not ``ws://`` or ``wss://``, :class:`ConnectError` (or :class:`HandshakeRefusedError`)
     when no connection opens.
     """
@@ -80,22 +80,35 @@ def open_protocol(
         if not transport.write(b"".join(protocol.data_to_send()), deadline):
             raise ConnectError("connection closed during the WebSocket handshake")
         events: list[Any] = []
+        # The protocol gets the response's head only: what follows it (the server's first
+        # frames) is returned for the connection to read from a frame boundary.
+        tail, rest, cut = b"", b"", False
         while not events:
             data = transport.read(deadline)
             if data is None:
                 raise ConnectError(f"timed out connecting to {url}")
+            if data and not cut:
+                end = (tail + data).find(b"\r\n\r\n")
+                if end >= 0:
+                    split = end + 4 - len(tail)
+                    data, rest, cut = data[:split], data[split:], True
+                tail = (tail + data)[-3:]
             if data:
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
             events = protocol.events_received()
+            if cut and not events and rest:  # not a 101: the response has a body
+                protocol.receive_data(rest)
+                rest = b""
+                events = protocol.events_received()
             if not data and not events:
                 raise ConnectError("connection closed during the WebSocket handshake")
-        response = events.pop(0)
+        (response,) = events
         assert isinstance(response, Response)
         if protocol.handshake_exc is not None:
             raise _refused(protocol.handshake_exc)
-        return transport, protocol, events
+        return transport, protocol, rest
     except BaseException:
         transport.close()
         raise

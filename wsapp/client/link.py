@@ -5,11 +5,19 @@ Threads take turns: one thread waiting for a message reads the socket at a time 
 the lock) and feeds what arrives to the ``websockets`` protocol; replies go to the
 requests waiting for their ``id``, other messages to the inbox, and the other waiting
 threads are told. One thread writes to the socket at a time, taking every frame queued.
+
+The frames of most messages skip the protocol object: an open connection's complete,
+unfragmented, uncompressed text or binary frame within the size limits is read here, and
+an uncompressed outgoing message is framed here, as ``websockets`` frames it. Every other
+frame (control frames, fragments, compressed or oversized ones, anything once closing)
+goes to the protocol whole, so it always stops at a frame boundary and its state stays
+the one it would have had.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -17,8 +25,13 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 from websockets.protocol import OPEN
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets without its C extension
+    from websockets.utils import apply_mask
 
 from ..exceptions import ConnectionClosedError
 from .transport import Transport
@@ -43,7 +56,7 @@ class Link:
     """The socket, the protocol and what arrived, behind ``lock`` (a shared :class:`Connection`)."""
 
     def __init__(
-        self, transport: Transport, protocol: ClientProtocol, early: list[Any], min_size: int
+        self, transport: Transport, protocol: ClientProtocol, first: bytes, min_size: int
     ) -> None:
         self._transport = transport
         self._protocol = protocol
@@ -61,9 +74,13 @@ class Link:
         self.replies: dict[str | int, Any] = {}
         self._fragments: list[bytes] = []
         self._fragmented_binary = False
+        #: Bytes read but not yet parsed: the start of a frame read here.
+        self._unparsed = b""
+        #: Bytes of the current frame still owed to the protocol, which is parsing it.
+        self._owed = 0
         with self.lock:
-            self._take(early)
-            self.outgoing.extend(protocol.data_to_send())  # answers to early pings
+            if first:  # frames that arrived with the handshake's response
+                self._receive(first)
         self.flush()
 
     def closed_error(self) -> ConnectionClosedError:
@@ -82,10 +99,9 @@ class Link:
         protocol = self._protocol
         if protocol.state is not OPEN:
             raise self.closed_error()
-        if len(payload) < self._min_size:
-            # Too small to gain from deflate: one uncompressed frame (RSV1 clear).
-            frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, payload)
-            self.outgoing.append(frame.serialize(mask=True, extensions=()))
+        if not protocol.extensions or len(payload) < self._min_size:
+            # Uncompressed (deflate gains nothing on small messages): one frame, RSV1 clear.
+            self.outgoing.append(_masked_frame(0x82 if binary else 0x81, payload))
         else:
             (protocol.send_binary if binary else protocol.send_text)(payload)
             self.outgoing.extend(protocol.data_to_send())
@@ -129,6 +145,60 @@ class Link:
         return True
 
     def _receive(self, data: bytes) -> None:
+        """Take what was read: read the plain frames here, feed the others to the protocol."""
+        protocol = self._protocol
+        if not data:
+            if self._unparsed:
+                self._feed(self._unparsed)
+                self._unparsed = b""
+            self._feed(b"")
+            return
+        if self._unparsed:
+            data, self._unparsed = self._unparsed + data, b""
+        end = len(data)
+        position = 0
+        if self._owed:
+            position = min(self._owed, end)
+            self._owed -= position
+            self._feed(data[:position])
+        while position < end:
+            if protocol.state is not OPEN:
+                self._feed(data[position:])
+                return
+            first, second = data[position], data[position + 1] if position + 1 < end else 0
+            size, start = second & 0x7F, position + 2
+            if size == 126:
+                start += 2
+                size = int.from_bytes(data[position + 2 : start], "big")
+            elif size == 127:
+                start += 8
+                size = int.from_bytes(data[position + 2 : start], "big")
+            if second & 0x80:
+                start += 4  # masked: a protocol error the protocol reports
+            if start > end:
+                self._unparsed = data[position:]  # the header is incomplete
+                return
+            stop = start + size
+            if (
+                (first == 0x81 or first == 0x82)
+                and protocol.current_size is None
+                and (protocol.max_message_size is None or size <= protocol.max_message_size)
+                and (protocol.max_fragment_size is None or size <= protocol.max_fragment_size)
+                and not second & 0x80
+            ):
+                if stop > end:
+                    self._unparsed = data[position:]
+                    return
+                self._message(data[start:stop], first == 0x82)
+                position = stop
+                continue
+            taken = min(stop, end)
+            self._owed = stop - taken
+            self._feed(data[position:taken])
+            position = taken
+
+    def _feed(self, data: bytes) -> None:
+        """Give bytes to the protocol (``b""``: the end of the stream) and take its output."""
         protocol = self._protocol
         if data:
             protocol.receive_data(data)
@@ -165,22 +235,28 @@ class Link:
                 self._fragments = []
             else:
                 continue
-            try:
-                message = _decode(payload, binary)
-            except UnicodeDecodeError as error:
-                self._protocol.fail(1007, f"{error.reason} at position {error.start}")
-                self.outgoing.extend(self._protocol.data_to_send())
+            if not self._message(payload, binary):
                 return
-            if self.replies and isinstance(message, dict):
-                key = message.get("id")
-                if (
-                    isinstance(key, (str, int))
-                    and not isinstance(key, bool)
-                    and self.replies.get(key, None) is WAITING
-                ):
-                    self.replies[key] = message
-                    continue
-            self.inbox.append(message)
+
+    def _message(self, payload: bytes, binary: bool) -> bool:
+        """Deliver one message: to the request waiting for its ``id``, else to the inbox."""
+        try:
+            message = _decode(payload, binary)
+        except UnicodeDecodeError as error:
+            self._protocol.fail(1007, f"{error.reason} at position {error.start}")
+            self.outgoing.extend(self._protocol.data_to_send())
+            return False
+        if self.replies and isinstance(message, dict):
+            key = message.get("id")
+            if (
+                isinstance(key, (str, int))
+                and not isinstance(key, bool)
+                and self.replies.get(key, None) is WAITING
+            ):
+                self.replies[key] = message
+                return True
+        self.inbox.append(message)
+        return True
 
     def end(self) -> None:
         """Close the socket; threads still waiting see the end."""
@@ -211,3 +287,16 @@ class Link:
                         return
             finally:
                 self._write_lock.release()
+
+
+def _masked_frame(first: int, payload: bytes) -> bytes:
+    """One client frame (``first``: FIN, RSV and opcode bits) as ``websockets`` builds it."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((first, 0x80 | size))
+    elif size < 0x10000:
+        header = bytes((first, 0xFE)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0xFF)) + size.to_bytes(8, "big")
+    mask = os.urandom(4)
+    return header + mask + apply_mask(payload, mask)

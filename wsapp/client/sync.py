@@ -63,10 +63,10 @@ class Connection:
         self,
         transport: Transport,
         protocol: ClientProtocol,
-        early: list[Any],
+        first: bytes,
         compression: CompressionConfig,
     ) -> None:
-        self._link = link = Link(transport, protocol, early, compression.min_size)
+        self._link = link = Link(transport, protocol, first, compression.min_size)
         self._protocol = protocol
         self._lock = link.lock
         self._inbox = link.inbox
@@ -233,7 +233,7 @@ def connect(
     _refuse_in_reactor_thread()
     if isinstance(compression, bool):
         compression = CompressionConfig(enabled=compression)
-    transport, protocol, early = open_protocol(
+    transport, protocol, first = open_protocol(
         url,
         timeout=timeout,
         compression=compression,
@@ -242,7 +242,7 @@ def connect(
         headers=headers,
         origin=origin,
     )
-    return Connection(transport, protocol, early, compression)
+    return Connection(transport, protocol, first, compression)
 
 
 def _refuse_in_reactor_thread() -> None:
