@@ -14,6 +14,8 @@ class EchoProtocol(ServerProtocol):
     validate_utf8 = True
     #: The Autobahn TestSuite sends thousands of messages at once to this app.
     rate_limited = False
+    #: Its compression cases check that echoes come back compressed, however short.
+    compress_every_message = True
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.sendMessage(payload, isBinary)
