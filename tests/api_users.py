@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from wsapp.apps.channels import ChannelsProtocol
+from wsapp.identity import User
 
 
 class UserProtocol(ChannelsProtocol):
     """Takes the user id from the query string, as an identity check would from a token."""
 
     def onConnect(self, request: Any) -> Any:
-        self.user = SimpleNamespace(id=request.params.get("user", [""])[0], token_id=None)
+        self.user = User(id=request.params.get("user", [""])[0])
         return super().onConnect(request)

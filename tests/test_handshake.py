@@ -192,3 +192,108 @@ def test_bucket_timer_runs_a_full_bucket_in_chunks() -> None:
         timer.call_later(0.1, run, number)
     clock.advance(0.2)
     assert ran == [(0, 1), (1, 1), (2, 1), (3, 1), (4, 0)]
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+EXT = "Sec-WebSocket-Extensions"
+AUTOBAHN_OFFER = (
+    "permessage-deflate; client_no_context_takeover; client_max_window_bits; "
+    "server_max_window_bits=10"
+)
+
+#: Opening handshakes, well-formed and not, each as headers after the request line.
+HANDSHAKES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "plain": ("GET /echo HTTP/1.1", []),
+    "query": ("GET /echo?a=1&b=2&a=3 HTTP/1.1", []),
+    "fragment": ("GET /echo#part HTTP/1.1", []),
+    "post": ("POST /echo HTTP/1.1", []),
+    "chrome deflate": ("", [(EXT, "permessage-deflate; client_max_window_bits")]),
+    "firefox deflate": ("", [(EXT, "permessage-deflate")]),
+    "autobahn deflate": ("", [(EXT, AUTOBAHN_OFFER)]),
+    "bad deflate parameter": ("", [(EXT, "permessage-deflate; server_max_window_bits=99")]),
+    "unknown extension": ("", [(EXT, "x-unknown; a=1, permessage-deflate")]),
+    "extensions twice": ("", [(EXT, "permessage-deflate"), (EXT, "permessage-deflate")]),
+    "listed origin": ("", [("Origin", "https://app.example")]),
+    "unlisted origin": ("", [("Origin", "https://evil.example")]),
+    "null origin": ("", [("Origin", "null")]),
+    "origin without host": ("", [("Origin", "https://")]),
+    "origin twice": ("", [("Origin", "https://app.example"), ("Origin", "https://app.example")]),
+    "version 8": ("", [("Sec-WebSocket-Version", "8"), ("Sec-WebSocket-Origin", "https://app.example")]),
+    "version 12": ("", [("Sec-WebSocket-Version", "12")]),
+    "version not a number": ("", [("Sec-WebSocket-Version", "x")]),
+    "version twice": ("", [("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Version", "13")]),
+    "key too short": ("", [("Sec-WebSocket-Key", "abc==")]),
+    "key bad character": ("", [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZ*==")]),
+    "key twice": ("", [("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Key", KEY)]),
+    "no key": ("", [("Sec-WebSocket-Key", None)]),  # type: ignore[list-item]
+    "host with port": ("", [("Host", "127.0.0.1:8000")]),
+    "host with a bad port": ("", [("Host", "127.0.0.1:x")]),
+    "host twice": ("", [("Host", "a"), ("Host", "b")]),
+    "subprotocols": ("", [("Sec-WebSocket-Protocol", "a, b")]),
+    "subprotocol twice": ("", [("Sec-WebSocket-Protocol", "a, a")]),
+    "upgrade among others": (
+        "", [("Upgrade", "h2c, WebSocket"), ("Connection", "keep-alive, Upgrade")]
+    ),
+    "connection without upgrade": ("", [("Connection", "keep-alive")]),
+}  # fmt: skip
+
+
+def _request(name: str) -> bytes:
+    line, changes = HANDSHAKES[name]
+    headers: dict[str, list[str]] = {
+        "Host": ["127.0.0.1"],
+        "Upgrade": ["websocket"],
+        "Connection": ["Upgrade"],
+        "Sec-WebSocket-Version": ["13"],
+        "Sec-WebSocket-Key": [KEY],
+    }
+    replaced: set[str] = set()
+    for header, value in changes:
+        values = headers.setdefault(header, [])
+        if header not in replaced:
+            values.clear()
+            replaced.add(header)
+        if value is not None:
+            values.append(value)
+    lines = [line or "GET /echo HTTP/1.1"]
+    lines += [f"{header}: {value}" for header, values in headers.items() for value in values]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _answer(port: int, request: bytes) -> bytes:
+    """Send ``request`` (then a Close once open); return all the server sent until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return received
+            received += chunk
+        if received.startswith(b"HTTP/1.1 101 "):
+            sock.sendall(CLOSE_1000)
+        while chunk := sock.recv(4096):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("name", list(HANDSHAKES))
+@pytest_twisted.ensureDeferred
+async def test_every_handshake_is_answered_as_autobahns_own_code_answers_it(
+    start_server: Any, name: str
+) -> None:
+    """Well-formed or not, a handshake gets the same bytes back, debug logging on or off
+    (autobahn's own methods then run)."""
+    from wsapp.config import Config
+
+    server = start_server(Config(origins=("https://app.example",)))
+    answers = []
+    for level in ("info", "info", "debug"):  # the second one meets what the first one cached
+        txaio.set_global_log_level(level)
+        try:
+            answers.append(await deferToThread(_answer, server.port, _request(name)))
+        finally:
+            txaio.set_global_log_level("info")
+    first, again, autobahn = answers
+    assert first.startswith(b"HTTP/1.1 ")
+    assert first == again == autobahn

@@ -175,28 +175,49 @@ def apply_level(protocol: WebSocketProtocol, level: int) -> None:
 class _OfferAccept(PerMessageDeflateOfferAccept):
     """An accept whose response also states ``server_no_context_takeover`` when it holds."""
 
+    _text: str | None = None
+
     def get_extension_string(self) -> str:
+        if self._text is not None:
+            return self._text
         text: str = super().get_extension_string()
         if self.no_context_takeover and not self.offer.request_no_context_takeover:
             # RFC 7692 7.1.1.1: a server may state it even if the offer did not ask
             name, _, rest = text.partition(";")
             text = f"{name}; server_no_context_takeover" + (f";{rest}" if rest else "")
+        self._text = text
         return text
 
 
 def server_accept(
     config: CompressionConfig,
 ) -> Callable[[Sequence[object]], PerMessageDeflateOfferAccept | None]:
-    """Return the server's ``perMessageCompressionAccept`` function for ``config``."""
+    """
+    Return the server's ``perMessageCompressionAccept`` function for ``config``.
+
+    Offers with the same parameters get the same accept (read, never changed, by each
+    connection's negotiation), so its response text is built once; the function's
+    ``depends_on_offers_only`` tells the handshake it may reuse a header's outcome.
+    """
+    made: dict[tuple[bool, bool, bool, int], _OfferAccept] = {}
 
     def accept(offers: Sequence[object]) -> PerMessageDeflateOfferAccept | None:
         for offer in offers:
             if not isinstance(offer, PerMessageDeflateOffer):
                 continue
+            key = (
+                offer.accept_no_context_takeover,
+                offer.accept_max_window_bits,
+                offer.request_no_context_takeover,
+                offer.request_max_window_bits,
+            )
+            found = made.get(key)
+            if found is not None:
+                return found
             window = config.server_max_window_bits
             if offer.request_max_window_bits:
                 window = min(window, offer.request_max_window_bits)
-            return _OfferAccept(
+            found = made[key] = _OfferAccept(
                 offer,
                 request_no_context_takeover=(
                     config.client_no_context_takeover and offer.accept_no_context_takeover
@@ -212,8 +233,10 @@ def server_accept(
                 window_bits=window,
                 mem_level=config.memory_level,
             )
+            return found
         return None
 
+    accept.depends_on_offers_only = True  # type: ignore[attr-defined]
     return accept
 
 

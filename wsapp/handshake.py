@@ -10,15 +10,30 @@ arguments (with debug logging on, autobahn's own methods run, lines and all);
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import inspect
+import re
 from collections import deque
 from typing import Any
+from urllib import parse
 
 import txaio
 from autobahn.twisted.util import create_transport_details
 from autobahn.util import _is_tls_error, _maybe_tls_reason
 from autobahn.wamp.types import TransportDetails
-from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
+from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
+from autobahn.websocket.protocol import (
+    TrafficStats,
+    WebSocketProtocol,
+    WebSocketServerProtocol,
+    _is_same_origin,
+    _url_to_origin,
+    parseHttpHeader,
+)
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -28,6 +43,8 @@ from .fastpath import FastServerProtocol
 __all__ = ["MIRRORED", "HandshakeProtocol"]
 
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
+_OPEN = WebSocketProtocol.STATE_OPEN
+_MAGIC = WebSocketProtocol._WS_MAGIC
 _GROUND = WebSocketProtocol.SEND_STATE_GROUND
 
 
@@ -40,6 +57,20 @@ def _copied(cls: Any) -> tuple[str, ...]:
     if names is None:
         names = _COPIED[cls] = tuple(n for n in cls.CONFIG_ATTRS if not hasattr(cls, n))
     return names
+
+
+#: A Sec-WebSocket-Key as autobahn accepts it: 22 base64 characters, then "==".
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
+#: Origin verdicts (and parsed extension headers) kept per factory before starting afresh.
+_KEPT = 256
+
+
+def _has_token(value: str, token: str) -> bool:
+    """Whether the comma-separated header ``value`` lists ``token`` (lower case)."""
+    lowered = value.lower()
+    if lowered == token:
+        return True
+    return token in lowered and any(part.strip() == token for part in lowered.split(","))
 
 
 def _debugging() -> bool:
@@ -64,6 +95,12 @@ class HandshakeProtocol(FastServerProtocol):
     openHandshakeTimeout: float
     trackTimings: bool
     utf8validateIncoming: bool
+    trustXForwardedFor: int
+    versions: list[int]
+    maxConnections: int
+    allowedOriginsPatterns: list[Any]
+    autoPingInterval: float
+    perMessageCompressionAccept: Any
 
     def connectionMade(self) -> None:
         # autobahn.twisted.websocket.WebSocketAdapterProtocol.connectionMade without its
@@ -143,6 +180,268 @@ class HandshakeProtocol(FastServerProtocol):
             )
         factory.countConnections += 1
 
+    def processHandshake(self) -> None:
+        # WebSocketServerProtocol.processHandshake for a well-formed upgrade, without its
+        # debug-log arguments, with onConnect called directly and each Origin's verdict
+        # remembered. Any request it would refuse or treat specially (flash policy,
+        # X-Forwarded-For, a header twice, a bad key...) goes to autobahn's own method,
+        # which parses it again from the start and answers it as it always has.
+        data = self.data
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or _debugging() or self.trustXForwardedFor:
+            WebSocketServerProtocol.processHandshake(self)
+            return
+        fallback = WebSocketServerProtocol.processHandshake
+        head = data[: end + 4]
+        try:
+            status_line, headers, counts = parseHttpHeader(head)
+            method, uri, version_text = status_line.split()
+            _scheme, _netloc, path, _params, query, fragment = parse.urlparse(uri)
+            params = parse.parse_qs(query)
+        except Exception:
+            fallback(self)
+            return
+        if method != "GET" or version_text != "HTTP/1.1" or fragment:
+            fallback(self)
+            return
+        if counts.get("host") != 1 or counts.get("sec-websocket-version") != 1:
+            fallback(self)
+            return
+        host = headers["host"].strip()
+        if ":" in host and not host.endswith("]"):
+            host, port_text = host.rsplit(":", 1)
+            external = self.factory.externalPort
+            try:
+                port = int(port_text.strip())
+            except ValueError:
+                port = -1
+            if port < 0 or (external and port != external):
+                fallback(self)
+                return
+        if (
+            not _has_token(headers.get("upgrade", ""), "websocket")
+            or not _has_token(headers.get("connection", ""), "upgrade")
+            or counts.get("sec-websocket-key") != 1
+            or counts.get("sec-websocket-extensions", 1) != 1
+        ):
+            fallback(self)
+            return
+        try:
+            version = int(headers["sec-websocket-version"])
+        except ValueError:
+            fallback(self)
+            return
+        if version not in self.versions:
+            fallback(self)
+            return
+        offered = headers.get("sec-websocket-protocol")
+        protocols = [] if offered is None else [str(p.strip()) for p in offered.split(",")]
+        if len(set(protocols)) != len(protocols):
+            fallback(self)
+            return
+        origin_key = "sec-websocket-origin" if version < 13 else "origin"
+        origin = ""
+        if origin_key in headers:
+            origin = headers[origin_key].strip()
+            if counts[origin_key] > 1 or not self._origin_allowed(origin):
+                fallback(self)
+                return
+        key = headers["sec-websocket-key"].strip()
+        if not _KEY.fullmatch(key):
+            fallback(self)
+            return
+        extensions = headers.get("sec-websocket-extensions")
+        self.http_request_data = head
+        self.http_status_line = status_line
+        self.http_headers = headers
+        self.http_request_uri = uri
+        self.http_request_path = path
+        self.http_request_params = params
+        self.http_request_host = host
+        self.websocket_version = version
+        self.websocket_protocols = protocols
+        self.websocket_origin = origin
+        self.websocket_extensions = [] if extensions is None else self._extensions(extensions)
+        self.data = data[end + 4 :]
+        self._wskey = key
+        if self.maxConnections > 0 and self.factory.countConnections > self.maxConnections:
+            self.failHandshake("maximum number of connections reached", code=503)
+            return
+        request = ConnectionRequest(
+            self.peer, headers, host, path, params, version, origin, protocols,
+            self.websocket_extensions,
+        )  # fmt: skip
+        try:
+            answer = self.onConnect(request)
+            if inspect.iscoroutine(answer):
+                answer = ensureDeferred(answer)
+        except Exception:
+            self._onConnect_failed(Failure())
+            return
+        if isinstance(answer, Deferred):
+            answer.addCallbacks(self.succeedHandshake, self._onConnect_failed)
+            return
+        try:
+            self.succeedHandshake(answer)
+        except Exception:
+            # As from autobahn's Deferred callback: the error is logged, nothing else done
+            # (autobahn's is logged once the Deferred is collected).
+            self.log.failure("Unhandled error opening a connection")
+
+    def succeedHandshake(self, res: Any) -> None:
+        # WebSocketServerProtocol.succeedHandshake without its debug-log arguments, and
+        # with the permessage-compression negotiation of an extensions header done once
+        # per factory when its accept function says it depends on the offers alone.
+        if _debugging():
+            WebSocketServerProtocol.succeedHandshake(self, res)
+            return
+        protocol = None
+        headers: Any = {}
+        if type(res) == tuple:  # noqa: E721 - as autobahn: a tuple, not a subclass
+            if len(res) > 0:
+                protocol = res[0]
+            if len(res) > 1:
+                headers = res[1]
+        else:
+            protocol = res
+        if protocol is not None and protocol not in self.websocket_protocols:
+            raise Exception("protocol accepted must be from the list client sent or None")
+        self.websocket_protocol_in_use = protocol
+        self.websocket_extensions_in_use = []
+        extension_response = None
+        if self.websocket_extensions:
+            negotiated = self._negotiated()
+            if isinstance(negotiated, str):
+                self.failHandshake(negotiated)
+                return
+            if negotiated is not None:
+                compression: Any = PERMESSAGE_COMPRESSION_EXTENSION[negotiated.EXTENSION_NAME]
+                self._perMessageCompress = compression["PMCE"].create_from_offer_accept(
+                    self.factory.isServer, negotiated
+                )
+                self.websocket_extensions_in_use.append(self._perMessageCompress)
+                extension_response = negotiated.get_extension_string()
+        factory = self.factory
+        response = "HTTP/1.1 101 Switching Protocols\r\n"
+        if factory.server:
+            response += f"Server: {factory.server}\r\n"
+        response += "Upgrade: WebSocket\r\nConnection: Upgrade\r\n"
+        for source in (factory.headers.items(), headers.items()):
+            for name, value in source:
+                if isinstance(value, str):
+                    values: Any = [value]
+                else:
+                    try:
+                        values = iter(value)
+                    except TypeError:
+                        values = [value]
+                for one in values:
+                    response += f"{name}: {one}\r\n"
+        if protocol is not None:
+            response += f"Sec-WebSocket-Protocol: {protocol}\r\n"
+        accept = base64.b64encode(hashlib.sha1(self._wskey.encode("utf8") + _MAGIC).digest())
+        response += f"Sec-WebSocket-Accept: {accept.decode()}\r\n"
+        if extension_response is not None:
+            response += f"Sec-WebSocket-Extensions: {extension_response}\r\n"
+        response += "\r\n"
+        self.sendData(response.encode("utf8"))
+        self.http_response_data = response
+        self.state = _OPEN
+        if self.openHandshakeTimeoutCall is not None:
+            self.openHandshakeTimeoutCall.cancel()
+            self.openHandshakeTimeoutCall = None
+        self.inside_message = False
+        self.current_frame = None  # type: ignore[assignment]
+        if self.autoPingInterval:
+            self.autoPingPendingCall = factory._batched_timer.call_later(
+                self.autoPingInterval, self._sendAutoPing
+            )
+        if self.trackedTimings:
+            self.trackedTimings.track("onOpen")
+        self._onOpen()
+        txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
+        if len(self.data) > 0:
+            self.consumeData()
+
+    def _negotiated(self) -> Any:
+        """
+        The permessage-compression accept for this handshake's offers (None: none), or the
+        reason to refuse it: an offer that does not parse.
+        """
+        choose = self.perMessageCompressionAccept
+        header = self.http_headers.get("sec-websocket-extensions")
+        made: dict[str, Any] | None = None
+        if header is not None and getattr(choose, "depends_on_offers_only", False):
+            factory = self.factory
+            made = factory.__dict__.get("_wsapp_negotiated")
+            if made is None or len(made) >= _KEPT:
+                made = factory._wsapp_negotiated = {}
+            if header in made:
+                return made[header]
+        offers = []
+        outcome: Any = None
+        for extension, params in self.websocket_extensions:
+            compression: Any = PERMESSAGE_COMPRESSION_EXTENSION.get(extension)
+            if compression is not None:
+                try:
+                    offers.append(compression["Offer"].parse(params))
+                except Exception as error:
+                    outcome = str(error)
+                    break
+        else:
+            if offers:
+                outcome = choose(offers)
+        if made is not None and header is not None:
+            made[header] = outcome
+        return outcome
+
+    def _extensions(self, header: str) -> list[Any]:
+        """``header`` parsed as autobahn parses it, once per distinct header per factory."""
+        factory = self.factory
+        parsed: dict[str, list[Any]] | None = factory.__dict__.get("_wsapp_extensions")
+        if parsed is None or len(parsed) >= _KEPT:
+            parsed = factory._wsapp_extensions = {}
+        found = parsed.get(header)
+        if found is None:
+            found = parsed[header] = self._parseExtensionsHeader(header)
+        return list(found)
+
+    def _onConnect_failed(self, failure: Failure) -> None:
+        # processHandshake's forward_error
+        error = failure.value
+        if isinstance(error, ConnectionDeny):
+            self.failHandshake(error.reason, error.code)  # type: ignore[arg-type]
+            return
+        self.log.warn("Unexpected exception in onConnect ['{err.value}']", err=failure)
+        self.log.warn("{tb}", tb=txaio.failure_format_traceback(failure))  # type: ignore[attr-defined]
+        self.failHandshake(f"Internal server error: {error}", ConnectionDeny.INTERNAL_SERVER_ERROR)
+
+    def _origin_allowed(self, origin: str) -> bool:
+        """
+        Whether autobahn's Origin check admits ``origin``; False for an Origin it cannot
+        parse (autobahn's method then refuses it with its own words).
+        """
+        factory = self.factory
+        patterns = self.allowedOriginsPatterns
+        cache = factory.__dict__.get("_wsapp_origins")
+        if cache is None or cache[0] is not patterns or len(cache[1]) >= _KEPT:
+            cache = factory._wsapp_origins = (patterns, {})
+        scheme = "https" if factory.isSecure else "http"
+        port = factory.externalPort or factory.port
+        verdicts = cache[1]
+        found = verdicts.get((origin, scheme, port))
+        if found is None:
+            try:
+                parsed = _url_to_origin(origin)
+            except ValueError:
+                found = False
+            else:
+                found = (parsed == "null" and factory.allowNullOrigin) or _is_same_origin(
+                    parsed, scheme, port, patterns
+                )
+            verdicts[(origin, scheme, port)] = found
+        return bool(found)
+
 
 #: The autobahn methods mirrored above, by qualified name, and the hash of the source each
 #: was written from (``tests/test_handshake.py`` compares them with the installed one).
@@ -158,6 +457,12 @@ MIRRORED: dict[str, str] = {
     ),
     "autobahn.websocket.protocol.WebSocketServerProtocol._connectionMade": (
         "213dadb6d12d3d482c041df7230067083cf5047489dadf823314ea96a0d1914f"
+    ),
+    "autobahn.websocket.protocol.WebSocketServerProtocol.succeedHandshake": (
+        "fb43d387929cf20640844b409a55bdfc0a643b20bb987af9a96c795f9678a9e8"
+    ),
+    "autobahn.websocket.protocol.WebSocketServerProtocol.processHandshake": (
+        "0055f4d3499376738a0a710fc56b499befa39d90e2060ee1dabefda36bedb483"
     ),
 }
 

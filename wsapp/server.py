@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from autobahn.websocket.types import ConnectionRequest
@@ -441,12 +442,19 @@ class ServerProtocol(IdentityMixin):
 
 def _describe(extension: Any) -> str:
     """Name a negotiated extension with its LZ77 windows, for the access log."""
+    server = getattr(extension, "server_max_window_bits", None)
+    client = getattr(extension, "client_max_window_bits", None)
+    return _described(extension.EXTENSION_NAME, server, client)
+
+
+@lru_cache(maxsize=64)
+def _described(name: str, server: int | None, client: int | None) -> str:
     windows = [
         f"{side}_max_window_bits={bits}"
-        for side in ("server", "client")
-        if (bits := getattr(extension, f"{side}_max_window_bits", None))
+        for side, bits in (("server", server), ("client", client))
+        if bits
     ]
-    return "; ".join([extension.EXTENSION_NAME, *windows])
+    return "; ".join([name, *windows])
 
 
 ServerFactory.protocol = ServerProtocol
