@@ -16,12 +16,14 @@ import hashlib
 import json
 import socket
 import threading
+import zlib
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Opcode
 from websockets.protocol import OPEN
 from websockets.uri import parse_uri
@@ -34,10 +36,12 @@ from wsapp.exceptions import ConnectionClosedError
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = False) -> bytes:
+def frame(
+    opcode: int, payload: bytes, fin: bool = True, masked: bool = False, rsv1: bool = False
+) -> bytes:
     """One server frame (unmasked unless ``masked``), with the shortest length encoding."""
     size = len(payload)
-    first = (0x80 if fin else 0) | opcode
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     mask_bit = 0x80 if masked else 0
     if size < 126:
         header = bytes((first, mask_bit | size))
@@ -71,7 +75,8 @@ class RawServer:
     """Accepts one connection, answers its upgrade, writes ``chunks``, records what it gets
     up to the client's close frame."""
 
-    def __init__(self, chunks: list[bytes]) -> None:
+    def __init__(self, chunks: list[bytes], deflate: bool = False) -> None:
+        self.deflate = deflate
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/"
         self.chunks = chunks
@@ -94,9 +99,19 @@ class RawServer:
                 if line.lower().startswith(b"sec-websocket-key:")
             )
             accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            extension = (
+                b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                b"server_max_window_bits=12\r\n"
+                if self.deflate
+                else b""
+            )
             connection.sendall(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept
+                + b"\r\n"
+                + extension
+                + b"\r\n"
             )
             for chunk in self.chunks:
                 connection.sendall(chunk)
@@ -111,7 +126,8 @@ class RawServer:
                 self.received += data
 
 
-# A message: (opcode, payload) sent in 1-3 frames, with a ping after the first if asked.
+# A message: (opcode, payload) sent in 1-3 frames, with a ping after the first if asked,
+# compressed (where deflate was negotiated) if asked.
 texts = st.one_of(
     st.dictionaries(st.text(max_size=8), st.integers(), max_size=3).map(json.dumps),
     st.text(max_size=300),
@@ -124,19 +140,34 @@ messages = st.tuples(
     ),
     st.integers(1, 3),
     st.one_of(st.none(), st.binary(max_size=125)),
+    st.sampled_from(["plain", "deflate", "deflate, final block"]),
 )
 
 
-def build(items: list[Any]) -> tuple[bytes, list[Any], list[bytes]]:
+def deflated(payload: bytes, final: bool = False) -> bytes:
+    """``payload`` compressed as a permessage-deflate message on its own (12-bit window,
+    as the client asks), ending with a final block if asked (RFC 7692 allows both)."""
+    compressor = zlib.compressobj(wbits=-12)
+    if final:
+        return compressor.compress(payload) + compressor.flush(zlib.Z_FINISH)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+def build(items: list[Any], deflate: bool = False) -> tuple[bytes, list[Any], list[bytes]]:
     """Frames for ``items``, and the messages and ping payloads the client should see."""
     stream, expected, pings = b"", [], []
-    for (opcode, payload), parts, ping in items:
-        cut = [len(payload) * index // parts for index in range(parts + 1)]
+    for (opcode, payload), parts, ping, kind in items:
+        compressed = kind != "plain" and deflate
+        sent = deflated(payload, kind.endswith("final block")) if compressed else payload
+        cut = [len(sent) * index // parts for index in range(parts + 1)]
         for index in range(parts):
             stream += frame(
                 opcode if index == 0 else 0x0,
-                payload[cut[index] : cut[index + 1]],
+                sent[cut[index] : cut[index + 1]],
                 fin=index == parts - 1,
+                rsv1=compressed and index == 0,
             )
             if index == 0 and ping is not None:
                 stream += frame(0x9, ping)
@@ -165,7 +196,7 @@ def split(data: bytes, sizes: list[int]) -> list[bytes]:
     return pieces
 
 
-def receive_all(url: str, **options: Any) -> tuple[list[Any], int | None]:
+def receive_all(url: str, deflate: bool = False, **options: Any) -> tuple[list[Any], int | None]:
     """Every message until the connection closes, and the close code (in another thread,
     since the test's thread may be the reactor's)."""
     outcome: list[Any] = []
@@ -173,7 +204,8 @@ def receive_all(url: str, **options: Any) -> tuple[list[Any], int | None]:
     def body() -> None:
         received = []
         try:
-            with wsapp.connect(url, timeout=5, compression=False, **options) as ws:
+            with wsapp.connect(url, timeout=5, compression=deflate, **options) as ws:
+                assert ws.deflate == deflate
                 while True:
                     try:
                         received.append(ws.recv(timeout=5))
@@ -198,13 +230,16 @@ def receive_all(url: str, **options: Any) -> tuple[list[Any], int | None]:
 @given(
     st.lists(messages, max_size=6),
     st.lists(st.integers(1, 9), max_size=3) | st.lists(st.integers(1000, 70_000), max_size=2),
+    st.booleans(),
 )
-def test_every_message_arrives_however_tcp_splits_it(items: list[Any], sizes: list[int]) -> None:
+def test_every_message_arrives_however_tcp_splits_it(
+    items: list[Any], sizes: list[int], deflate: bool
+) -> None:
     """Messages arrive as sent and in order, pings are answered in order, the close echoed."""
-    stream, expected, pings = build(items)
+    stream, expected, pings = build(items, deflate)
     close = frame(0x8, (1000).to_bytes(2, "big") + b"done")
-    server = RawServer(split(stream + close, sizes))
-    received, code = receive_all(server.url)
+    server = RawServer(split(stream + close, sizes), deflate)
+    received, code = receive_all(server.url, deflate)
     server.thread.join(10)
     assert received == expected
     assert code == 1000
@@ -214,32 +249,47 @@ def test_every_message_arrives_however_tcp_splits_it(items: list[Any], sizes: li
 
 
 @pytest.mark.parametrize(
-    ("bad", "code"),
+    ("bad", "code", "deflate"),
     [
-        (frame(0x1, b"x" * 5000), 1009),  # over max_message_size
-        (frame(0x1, b"{}", masked=True), 1002),  # servers must not mask
-        (frame(0x1, b"\xff\xfe"), 1007),  # not UTF-8
-        (frame(0x1, b"a", fin=False) + frame(0x1, b"b"), 1002),  # a message inside a message
-        (frame(0x0, b"c"), 1002),  # a continuation of nothing
-        (bytes((0xC1, 2)) + b"{}", 1002),  # RSV1 without deflate
+        (frame(0x1, b"x" * 5000), 1009, False),  # over max_message_size
+        (frame(0x1, b"{}", masked=True), 1002, False),  # servers must not mask
+        (frame(0x1, b"\xff\xfe"), 1007, False),  # not UTF-8
+        (frame(0x1, b"a", fin=False) + frame(0x1, b"b"), 1002, False),  # a message in a message
+        (frame(0x0, b"c"), 1002, False),  # a continuation of nothing
+        (frame(0x1, b"{}", rsv1=True), 1002, False),  # RSV1 without deflate
+        (frame(0x1, b"\xff\xff\xff", rsv1=True), 1002, True),  # not deflate data
+        (frame(0x1, deflated(b"x" * 5000), rsv1=True), 1009, True),  # inflates too large
+        (frame(0x1, deflated(b"\xff\xfe"), rsv1=True), 1007, True),  # inflates to bad UTF-8
     ],
 )
 @pytest.mark.parametrize("sizes", [[], [1], [3, 1]])
-def test_a_bad_frame_closes_after_what_came_before(bad: bytes, code: int, sizes: list[int]) -> None:
+def test_a_bad_frame_closes_after_what_came_before(
+    bad: bytes, code: int, deflate: bool, sizes: list[int]
+) -> None:
     """The messages before a bad frame arrive; then the client closes with the RFC's code."""
     before = frame(0x1, b'{"n": 1}') + frame(0x2, b"\x00" * 200)
-    server = RawServer(split(before + bad + frame(0x1, b"after"), sizes))
-    received, closed = receive_all(server.url, max_message_size=4096)
+    if deflate:
+        before += frame(0x1, deflated(b'{"n": 2}'), rsv1=True)
+    server = RawServer(split(before + bad + frame(0x1, b"after"), sizes), deflate)
+    received, closed = receive_all(server.url, deflate, max_message_size=4096)
     server.thread.join(10)
-    assert received == [{"n": 1}, b"\x00" * 200]
+    assert received == [{"n": 1}, b"\x00" * 200, *([{"n": 2}] if deflate else [])]
     assert closed == code
     sent = read_frames(server.received)
     assert [(opcode, payload[:2]) for opcode, payload in sent] == [(0x8, code.to_bytes(2, "big"))]
 
 
-def parsed_by_websockets(data: bytes, max_size: int) -> tuple[list[Any], list[tuple[int, bytes]]]:
+def open_protocol(deflate: bool) -> ClientProtocol:
+    """An open client protocol with a 4 KiB message limit, with deflate negotiated if asked."""
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=OPEN, max_size=4096)
+    if deflate:
+        protocol.extensions = [PerMessageDeflate(True, False, 12, 15)]
+    return protocol
+
+
+def parsed_by_websockets(data: bytes, deflate: bool) -> tuple[list[Any], list[tuple[int, bytes]]]:
     """The messages and client frames that ``websockets``' own parser makes of ``data``."""
-    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=OPEN, max_size=max_size)
+    protocol = open_protocol(deflate)
     protocol.receive_data(data)
     messages: list[Any] = []
     parts: list[bytes] = []
@@ -260,21 +310,31 @@ def parsed_by_websockets(data: bytes, max_size: int) -> tuple[list[Any], list[tu
 chunkings = st.lists(st.integers(1, 9), min_size=1, max_size=3)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(messages, max_size=5),
-    st.sampled_from([b"", frame(0x9, b"p" * 125), frame(0x8, b"\x03\xe8"), frame(0x1, b"x" * 70)]),
+    st.sampled_from(
+        [
+            b"",
+            frame(0x9, b"p" * 125),
+            frame(0x8, b"\x03\xe8"),
+            frame(0x1, b"x" * 70),
+            frame(0x1, b"\xff\xff", rsv1=True),
+            frame(0x1, deflated(b"y" * 5000), rsv1=True),
+        ]
+    ),
     chunkings,
+    st.booleans(),
 )
 def test_reads_split_anywhere_parse_as_websockets_parses_them(
-    items: list[Any], last: bytes, sizes: list[int]
+    items: list[Any], last: bytes, sizes: list[int], deflate: bool
 ) -> None:
     """Fed in pieces of any size, a connection delivers what websockets' parser delivers
     from the whole, and sends the same frames (pongs, the close answer)."""
-    stream, _, _ = build(items)
+    stream, _, _ = build(items, deflate)
     stream += last
-    expected_messages, expected_frames = parsed_by_websockets(stream, 4096)
-    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=OPEN, max_size=4096)
+    expected_messages, expected_frames = parsed_by_websockets(stream, deflate)
+    protocol = open_protocol(deflate)
     left, right = socket.socketpair()
     with left, right:
         link = Link(Transport(left), protocol, b"", 0)

@@ -7,11 +7,12 @@ requests waiting for their ``id``, other messages to the inbox, and the other wa
 threads are told. One thread writes to the socket at a time, taking every frame queued.
 
 The frames of most messages skip the protocol object: an open connection's complete,
-unfragmented, uncompressed text or binary frame within the size limits is read here, and
-an uncompressed outgoing message is framed here, as ``websockets`` frames it. Every other
-frame (control frames, fragments, compressed or oversized ones, anything once closing)
-goes to the protocol whole, so it always stops at a frame boundary and its state stays
-the one it would have had.
+unfragmented text or binary frame within the size limits is read here (a compressed one
+inflated by the negotiated extension's own ``decode``, errors closing as the protocol
+closes them), and an uncompressed outgoing message is framed here, as ``websockets``
+frames it. Every other frame (control frames, fragments, oversized ones, anything once
+closing) goes to the protocol whole, so it always stops at a frame boundary and its state
+stays the one it would have had.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import json
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 from websockets.client import ClientProtocol
-from websockets.frames import Opcode
+from websockets.exceptions import PayloadTooBig, ProtocolError
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 
 try:
@@ -40,6 +44,8 @@ __all__ = ["WAITING", "Link"]
 
 #: A request's slot until its reply arrives.
 WAITING: Final = object()
+#: What permessage-deflate strips from the end of each compressed message.
+_TAIL: Final = b"\x00\x00\xff\xff"
 
 
 def _decode(payload: bytes, binary: bool) -> Any:
@@ -78,6 +84,17 @@ class Link:
         self._unparsed = b""
         #: Bytes of the current frame still owed to the protocol, which is parsing it.
         self._owed = 0
+        #: With permessage-deflate where each server message stands alone, the window size
+        #: of the one inflater they share (None: each goes through the extension's decode).
+        self._window: int | None = None
+        self._inflater: Any = None
+        extensions = protocol.extensions
+        if (
+            len(extensions) == 1
+            and isinstance(extensions[0], PerMessageDeflate)
+            and extensions[0].remote_no_context_takeover
+        ):
+            self._window = extensions[0].remote_max_window_bits
         with self.lock:
             if first:  # frames that arrived with the handshake's response
                 self._receive(first)
@@ -180,7 +197,7 @@ class Link:
                 return
             stop = start + size
             if (
-                (first == 0x81 or first == 0x82)
+                (first == 0x81 or first == 0x82 or (first in (0xC1, 0xC2) and protocol.extensions))
                 and protocol.current_size is None
                 and (protocol.max_message_size is None or size <= protocol.max_message_size)
                 and (protocol.max_fragment_size is None or size <= protocol.max_fragment_size)
@@ -189,13 +206,68 @@ class Link:
                 if stop > end:
                     self._unparsed = data[position:]
                     return
-                self._message(data[start:stop], first == 0x82)
                 position = stop
+                binary = first & 0x0F == 0x02
+                if first & 0x40:
+                    payload = self._inflate(data[start:stop], binary)
+                    if payload is None:
+                        continue  # the connection failed: the rest goes to the protocol
+                else:
+                    payload = data[start:stop]
+                self._message(payload, binary)
                 continue
             taken = min(stop, end)
             self._owed = stop - taken
             self._feed(data[position:taken])
             position = taken
+
+    def _inflate(self, payload: bytes, binary: bool) -> bytes | None:
+        """
+        A compressed frame's message, inflated as the negotiated extension inflates it;
+        None if that failed the connection (1002, or 1009 when too large).
+
+        Where the server's messages stand alone (``server_no_context_takeover``), one
+        inflater serves them all instead of a new one per message: no message refers to
+        an earlier one, and each ends on a block boundary.
+        """
+        protocol = self._protocol
+        limit = protocol.max_message_size
+        if protocol.max_fragment_size is not None:
+            limit = (
+                protocol.max_fragment_size
+                if limit is None
+                else min(limit, protocol.max_fragment_size)
+            )
+        try:
+            if self._window is None:
+                frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, payload, rsv1=True)
+                for extension in reversed(protocol.extensions):
+                    frame = extension.decode(frame, max_size=limit)
+                frame.check()
+                return bytes(frame.data)
+            inflater = self._inflater
+            if inflater is None or inflater.eof:  # a message may end the stream (BFINAL)
+                inflater = self._inflater = zlib.decompressobj(wbits=-self._window)
+            try:
+                data: bytes = inflater.decompress(payload + _TAIL, limit or 0)
+                if (
+                    limit
+                    and len(data) == limit
+                    and (inflater.unconsumed_tail or inflater.decompress(b"", 1))
+                ):
+                    raise PayloadTooBig(None, limit)
+            except zlib.error as error:
+                raise ProtocolError("decompression failed") from error
+            return data
+        except ProtocolError as error:
+            protocol.fail(1002, str(error))
+            protocol.parser_exc = error
+        except PayloadTooBig as error:
+            error.set_current_size(protocol.current_size)
+            protocol.fail(1009, str(error))
+            protocol.parser_exc = error
+        self._collect()
+        return None
 
     def _feed(self, data: bytes) -> None:
         """Give bytes to the protocol (``b""``: the end of the stream) and take its output."""
@@ -204,6 +276,13 @@ class Link:
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
+        self._collect()
+        if not data:
+            self.ended = True
+
+    def _collect(self) -> None:
+        """Take the protocol's events and the bytes it has to send."""
+        protocol = self._protocol
         events = protocol.events_received()
         if events:
             self._take(events)
@@ -214,8 +293,6 @@ class Link:
                 self.ended = True
             else:
                 self.outgoing.extend(sent)
-        if not data:
-            self.ended = True
 
     def _take(self, events: list[Any]) -> None:
         """Deliver the messages among ``events``: replies to their requests, others to the inbox."""
