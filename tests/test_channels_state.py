@@ -148,3 +148,25 @@ def test_feed_reports_a_new_epoch_as_lost() -> None:
     steps, gap = feed.receive("new", Publication(1, "x"))
     assert gap is None
     assert steps == [Lost(Position(0, "new")), Publication(1, "x")]
+
+
+@given(first=st.integers(2, 30), kept=st.integers(0, 30))
+def test_a_new_epoch_joined_late_is_recovered_from_its_history(first: int, kept: int) -> None:
+    """
+    The first publication heard of a new epoch is not its first one (this process was not
+    subscribed when those were made): they come from history, after one Lost step that
+    covers only what neither history nor pub/sub has.
+    """
+    log = ChannelLog("new", size=kept)
+    for _ in range(first):
+        log.append(None, now=0.0)
+    feed = Feed()
+    feed.start(Position(5, "old"))
+    heard = log.append(None, now=0.0)
+    steps, gap = feed.receive("new", heard)
+    assert steps == [] and gap == Position(5, "old")
+    steps = feed.filled(log.read(0.0, gap))
+    oldest = min(max(1, first + 2 - kept), first + 1)  # what history has, or the one heard
+    assert steps[0] == Lost(Position(oldest - 1, "new"))
+    assert _delivered(steps[1:]) == list(range(oldest, first + 2))
+    assert feed.position == Position(first + 1, "new")

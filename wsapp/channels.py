@@ -222,9 +222,10 @@ class Feed:
     a :class:`Lost` step saying which were lost.
 
     Publications arrive from the backend (:meth:`receive`), possibly with gaps (a lost
-    pub/sub message), duplicates (history and pub/sub overlapping) or a new epoch. A gap
-    makes the feed hold what arrives and ask for history (``filling``); :meth:`filled` hands
-    it the history read and releases what can be delivered.
+    pub/sub message), duplicates (history and pub/sub overlapping) or a new epoch. A gap,
+    or a new epoch's publication after its first, makes the feed hold what arrives and ask
+    for history (``filling``); :meth:`filled` hands it the history read and releases what
+    can be delivered.
     """
 
     #: The last position delivered; None until the channel's position is first known.
@@ -248,7 +249,11 @@ class Feed:
             self.held.append((epoch, publication))
             return [], None
         position = self.position
-        if epoch == position.epoch and publication.offset > position.offset + 1:
+        if (
+            publication.offset > position.offset + 1
+            if epoch == position.epoch
+            else publication.offset > 1  # a new epoch's history may hold its first ones
+        ):
             self.filling = True
             self.held.append((epoch, publication))
             return [], position
@@ -275,9 +280,12 @@ class Feed:
     def _catch_up(self, result: HistoryResult) -> Iterator[Step]:
         assert self.position is not None
         if not result.recovered:
-            first = result.publications[0].offset if result.publications else None
-            offset = result.position.offset if first is None else first - 1
-            self.position = Position(offset, result.position.epoch)
+            # Lost: what comes before the oldest publication that history or pub/sub has.
+            epoch = result.position.epoch
+            oldest = [result.position.offset + 1]
+            oldest += [result.publications[0].offset] if result.publications else []
+            oldest += [p.offset for e, p in self.held if e == epoch]
+            self.position = Position(min(oldest) - 1, epoch)
             yield Lost(self.position)
         for publication in result.publications:
             yield from self._advance(result.position.epoch, publication)

@@ -290,8 +290,10 @@ class RedisBackend(Backend):
         if isinstance(frame, PresenceChange):
             self.presences.heard(channel, frame.count)
             self.listener.presence_changed(channel, frame)
-        else:
+        elif not self._missed:
             self.listener.deliver(channel, frame[0], frame[1], frame[2])
+        # else: pub/sub is back but the command connection may not be; the listener reads
+        # this publication from history when it hears reconnected(), with those missed.
 
     def beat(self) -> None:
         """Check that pub/sub still answers; refresh presence entries and counts."""
