@@ -145,12 +145,16 @@ def _has_lone_surrogate(data: object) -> bool:
     return False
 
 
+#: ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` without making an encoder
+#: on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(event: Mapping[str, Any]) -> bytes:
     """Serialize an event as compact UTF-8 JSON; a lone surrogate is written as ``\\uXXXX``."""
     # Outside strings the JSON text is ASCII, so the only characters UTF-8 cannot encode are
     # lone surrogates inside strings, and backslashreplace writes them as JSON escapes.
-    text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8", "backslashreplace")
+    return _COMPACT.encode(event).encode("utf-8", "backslashreplace")
 
 
 def error_event(error: MessageError, request: RequestId | None = None) -> dict[str, Any]:
