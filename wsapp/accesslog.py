@@ -44,28 +44,24 @@ def logged_target(protocol: Any) -> str:
 
 def accepted(protocol: Any, user: str, extensions: str) -> None:
     """Log the accepted handshake of ``protocol``."""
-    peer, path = protocol.peer, logged_target(protocol)
-    log.info(
-        _literal(f"{peer} GET {path} 101 user: {user} extensions: {extensions}"),
-        log_system=_SYSTEM,
-        peer=peer,
-        path=path,
-        status=101,
-        user=user,
-        extensions=extensions,
-    )
+    _line(protocol, 101, f"user: {user} extensions: {extensions}", user=user, extensions=extensions)
 
 
 def refused(protocol: Any, status: int, reason: str) -> None:
     """Log the handshake of ``protocol`` refused with HTTP ``status`` for ``reason``."""
+    _line(protocol, status, f"({reason})", reason=reason)
+
+
+def _line(protocol: Any, status: int, rest: str, **fields: Any) -> None:
+    """Log ``PEER GET PATH STATUS REST`` as literal text, its parts as fields too."""
     peer, path = protocol.peer, logged_target(protocol)
     log.info(
-        _literal(f"{peer} GET {path} {status} ({reason})"),
+        _literal(f"{peer} GET {path} {status} {rest}"),
         log_system=_SYSTEM,
         peer=peer,
         path=path,
         status=status,
-        reason=reason,
+        **fields,
     )
 
 
