@@ -19,7 +19,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .wire import CLOSE_FRAME, Connection, Loop, masked_frame, server_cpu, server_rss
@@ -348,21 +348,27 @@ WORKLOADS = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wsapp.bench.load")
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
+def load_arguments(prog: str, workloads: Iterable[str]) -> argparse.ArgumentParser:
+    """The command line both load generators take; each adds its own options."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("workload", choices=sorted(workloads))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server-pid", type=int, required=True)
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = load_arguments("python -m wsapp.bench.load", WORKLOADS)
     parser.add_argument(
         "--batched", action="store_true", help="write each connection's echo requests at once"
     )
     parser.add_argument("--tiers", type=lambda text: [int(n) for n in text.split(",")])
-    parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--max-messages", type=int, default=10_000_000)
-    parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     loop = Loop(args.port)
     print_result(lambda: WORKLOADS[args.workload](args, loop))

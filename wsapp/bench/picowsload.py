@@ -23,6 +23,7 @@ from .load import (
     MEMORY_TEXT,
     Measure,
     chat_result,
+    load_arguments,
     print_result,
     progress,
 )
@@ -168,15 +169,7 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wsapp.bench.picowsload")
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server-pid", type=int, required=True)
-    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
-    parser.add_argument("--clients", type=int, default=1)
-    parser.add_argument("--inflight", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--timeout", type=float, default=300.0)
+    parser = load_arguments("python -m wsapp.bench.picowsload", WORKLOADS)
     parser.add_argument("--redis-pid", type=int, default=None)
     parser.add_argument("--channels", type=int, default=1000, help="one subscriber each")
     parser.add_argument("--fanout", type=int, default=1000, help="subscribers of one channel")
