@@ -95,6 +95,24 @@ def start_server() -> Iterator[Any]:
 
 
 @pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A wsapp server on wss:// with a certificate of a throwaway CA; yields (port, CA file)."""
+    import trustme
+
+    ca = trustme.CA()
+    certificate = ca.issue_cert("localhost", "127.0.0.1")
+    key_file = tmp_path / "server.pem"
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(key_file))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    config = replace(Config(), port=f"ssl:0:interface=127.0.0.1:privateKey={key_file}")
+    service = ServerService(config, source="test", reactor=the_reactor())
+    service.startService()
+    yield Server(service).port, ca_file
+    pytest_twisted.blockon(defer.maybeDeferred(service.stopService))
+
+
+@pytest.fixture
 def server(start_server: Any) -> Server:
     """A server with the default configuration."""
     return start_server()  # type: ignore[no-any-return]

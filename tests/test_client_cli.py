@@ -7,20 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-import trustme
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import BIN, Server, sleep, the_reactor
-from wsapp.config import Config
-from wsapp.service import ServerService
+from tests.conftest import BIN, Server, sleep
 
 
 async def client(*args: str, stdin: str = "", script: bool = False) -> Any:
@@ -100,22 +94,6 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     )
     assert done.returncode == 2
     assert "usage: wsapp-client" in done.stderr
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A wsapp server on wss:// with a certificate of a throwaway CA; yields (port, CA file)."""
-    ca = trustme.CA()
-    certificate = ca.issue_cert("localhost", "127.0.0.1")
-    key_file = tmp_path / "server.pem"
-    certificate.private_key_and_cert_chain_pem.write_to_path(str(key_file))
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    config = replace(Config(), port=f"ssl:0:interface=127.0.0.1:privateKey={key_file}")
-    service = ServerService(config, source="test", reactor=the_reactor())
-    service.startService()
-    yield Server(service).port, ca_file
-    pytest_twisted.blockon(defer.maybeDeferred(service.stopService))
 
 
 @pytest_twisted.ensureDeferred

@@ -11,22 +11,17 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-import trustme
 import websockets
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 import wsapp
-from tests.conftest import Server, aio, the_reactor
-from wsapp.config import Config
+from tests.conftest import Server, aio
 from wsapp.exceptions import ClientTimeoutError, ConnectError, ConnectionClosedError
-from wsapp.service import ServerService
 from wsapp.tls import CAFile
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -41,23 +36,6 @@ async def peer(handler: Handler, **options: Any) -> AsyncIterator[str]:
     finally:
         server.close()
         await aio(server.wait_closed())
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Any:
-    """wsapp on wss:// with a certificate of a throwaway CA; yields (port, CA file path)."""
-    ca = trustme.CA()
-    key_file = tmp_path / "server.pem"
-    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(key_file)
-    )
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    config = replace(Config(), port=f"ssl:0:interface=127.0.0.1:privateKey={key_file}")
-    service = ServerService(config, source="test", reactor=the_reactor())
-    service.startService()
-    yield Server(service).port, ca_file
-    pytest_twisted.blockon(defer.maybeDeferred(service.stopService))
 
 
 @pytest_twisted.ensureDeferred
