@@ -59,6 +59,12 @@ def client_frame(payload: bytes, opcode: int = 1, *, rsv1: bool = False) -> byte
 
 def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     """Split unmasked, unfragmented server frames off ``data``; return them and the rest."""
+    frames, rest = server_frame_heads(data)
+    return [(first & 0x0F, payload) for first, payload in frames], rest
+
+
+def server_frame_heads(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """As :func:`server_frames`, with each frame's whole first octet (FIN, RSV, opcode)."""
     frames = []
     start = 0
     while len(data) - start >= 2:
@@ -73,6 +79,6 @@ def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
             length, offset = struct.unpack_from("!Q", data, start + 2)[0], start + 10
         if len(data) < offset + length:
             break
-        frames.append((data[start] & 0x0F, data[offset : offset + length]))
+        frames.append((data[start], data[offset : offset + length]))
         start = offset + length
     return frames, data[start:]

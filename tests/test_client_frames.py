@@ -11,8 +11,6 @@ connection with the code RFC 6455 gives, after delivering what came before them.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import socket
 import threading
@@ -27,13 +25,12 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Opcode
 from websockets.protocol import OPEN
 from websockets.uri import parse_uri
+from websockets.utils import accept_key
 
 import wsapp
 from wsapp.client.link import Link
 from wsapp.client.transport import Transport
 from wsapp.exceptions import ConnectionClosedError
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def frame(
@@ -98,7 +95,7 @@ class RawServer:
                 for line in request.split(b"\r\n")
                 if line.lower().startswith(b"sec-websocket-key:")
             )
-            accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+            accept = accept_key(key.decode()).encode()
             extension = (
                 b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
                 b"server_max_window_bits=12\r\n"

@@ -15,7 +15,7 @@ import websocket as websocket_client
 import websockets
 
 from tests.conftest import Server, aio, connect
-from tests.rawws import client_frame, open_raw
+from tests.rawws import client_frame, open_raw, server_frame_heads
 from wsapp.compression import (
     LeveledPerMessageDeflate,
     SharedCompressor,
@@ -92,18 +92,7 @@ def test_a_broadcast_while_a_message_is_streamed_and_an_abandoned_message() -> N
 
 def read_frames(data: bytes) -> list[tuple[int, bytes]]:
     """The whole server frames at the start of ``data``: (first octet, payload)."""
-    frames, start = [], 0
-    while len(data) - start >= 2:
-        length, offset = data[start + 1] & 0x7F, start + 2
-        if length == 126:
-            if len(data) - start < 4:
-                break
-            length, offset = struct.unpack_from("!H", data, start + 2)[0], start + 4
-        if len(data) < offset + length:
-            break
-        frames.append((data[start], data[offset : offset + length]))
-        start = offset + length
-    return frames
+    return server_frame_heads(data)[0]
 
 
 async def raw_frames(port: int, ready: asyncio.Event) -> list[tuple[int, bytes]]:
