@@ -84,6 +84,9 @@ class Link:
         self._unparsed = b""
         #: Bytes of the current frame still owed to the protocol, which is parsing it.
         self._owed = 0
+        #: The protocol's size limit for a frame that starts a message (None: no limit).
+        limits = [protocol.max_message_size, protocol.max_fragment_size]
+        self._limit = min((n for n in limits if n is not None), default=None)
         #: With permessage-deflate where each server message stands alone, the window size
         #: of the one inflater they share (None: each goes through the extension's decode).
         self._window: int | None = None
@@ -199,8 +202,7 @@ class Link:
             if (
                 (first == 0x81 or first == 0x82 or (first in (0xC1, 0xC2) and protocol.extensions))
                 and protocol.current_size is None
-                and (protocol.max_message_size is None or size <= protocol.max_message_size)
-                and (protocol.max_fragment_size is None or size <= protocol.max_fragment_size)
+                and (self._limit is None or size <= self._limit)
                 and not second & 0x80
             ):
                 if stop > end:
@@ -230,14 +232,7 @@ class Link:
         inflater serves them all instead of a new one per message: no message refers to
         an earlier one, and each ends on a block boundary.
         """
-        protocol = self._protocol
-        limit = protocol.max_message_size
-        if protocol.max_fragment_size is not None:
-            limit = (
-                protocol.max_fragment_size
-                if limit is None
-                else min(limit, protocol.max_fragment_size)
-            )
+        protocol, limit = self._protocol, self._limit
         try:
             if self._window is None:
                 frame = Frame(Opcode.BINARY if binary else Opcode.TEXT, payload, rsv1=True)
@@ -321,7 +316,7 @@ class Link:
             message = _decode(payload, binary)
         except UnicodeDecodeError as error:
             self._protocol.fail(1007, f"{error.reason} at position {error.start}")
-            self.outgoing.extend(self._protocol.data_to_send())
+            self._collect()
             return False
         if self.replies and isinstance(message, dict):
             key = message.get("id")
