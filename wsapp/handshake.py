@@ -65,6 +65,18 @@ _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 _KEPT = 256
 
 
+def _kept(factory: Any, name: str, basis: object = None) -> dict[Any, Any]:
+    """
+    The cache ``name`` kept on ``factory``, started afresh once it holds :data:`_KEPT`
+    entries or when ``basis`` (what its entries were worked out from) is another object.
+    """
+    found = factory.__dict__.get(name)
+    if found is None or found[0] is not basis or len(found[1]) >= _KEPT:
+        found = (basis, {})
+        setattr(factory, name, found)
+    return found[1]  # type: ignore[no-any-return]
+
+
 def _has_token(value: str, token: str) -> bool:
     """Whether the comma-separated header ``value`` lists ``token`` (lower case)."""
     lowered = value.lower()
@@ -186,12 +198,12 @@ class HandshakeProtocol(FastServerProtocol):
         # remembered. Any request it would refuse or treat specially (flash policy,
         # X-Forwarded-For, a header twice, a bad key...) goes to autobahn's own method,
         # which parses it again from the start and answers it as it always has.
+        fallback = WebSocketServerProtocol.processHandshake
         data = self.data
         end = data.find(b"\r\n\r\n")
         if end < 0 or _debugging() or self.trustXForwardedFor:
-            WebSocketServerProtocol.processHandshake(self)
+            fallback(self)
             return
-        fallback = WebSocketServerProtocol.processHandshake
         head = data[: end + 4]
         try:
             status_line, headers, counts = parseHttpHeader(head)
@@ -372,10 +384,7 @@ class HandshakeProtocol(FastServerProtocol):
         header = self.http_headers.get("sec-websocket-extensions")
         made: dict[str, Any] | None = None
         if header is not None and getattr(choose, "depends_on_offers_only", False):
-            factory = self.factory
-            made = factory.__dict__.get("_wsapp_negotiated")
-            if made is None or len(made) >= _KEPT:
-                made = factory._wsapp_negotiated = {}
+            made = _kept(self.factory, "_wsapp_negotiated", choose)
             if header in made:
                 return made[header]
         offers = []
@@ -397,10 +406,7 @@ class HandshakeProtocol(FastServerProtocol):
 
     def _extensions(self, header: str) -> list[Any]:
         """``header`` parsed as autobahn parses it, once per distinct header per factory."""
-        factory = self.factory
-        parsed: dict[str, list[Any]] | None = factory.__dict__.get("_wsapp_extensions")
-        if parsed is None or len(parsed) >= _KEPT:
-            parsed = factory._wsapp_extensions = {}
+        parsed = _kept(self.factory, "_wsapp_extensions")
         found = parsed.get(header)
         if found is None:
             found = parsed[header] = self._parseExtensionsHeader(header)
@@ -423,12 +429,9 @@ class HandshakeProtocol(FastServerProtocol):
         """
         factory = self.factory
         patterns = self.allowedOriginsPatterns
-        cache = factory.__dict__.get("_wsapp_origins")
-        if cache is None or cache[0] is not patterns or len(cache[1]) >= _KEPT:
-            cache = factory._wsapp_origins = (patterns, {})
+        verdicts = _kept(factory, "_wsapp_origins", patterns)
         scheme = "https" if factory.isSecure else "http"
         port = factory.externalPort or factory.port
-        verdicts = cache[1]
         found = verdicts.get((origin, scheme, port))
         if found is None:
             try:
